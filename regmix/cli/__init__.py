@@ -1,0 +1,65 @@
+"""`regmix` command line: one module per command, each a thin wrapper over one library call.
+
+A command module `regmix.cli.<name>` defines `register(subparsers)`, which adds its parser and sets
+`func` to a callable taking the parsed namespace. Modules are discovered by name, so a command is
+added by adding its module to COMMANDS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+import warnings
+
+from regmix.errors import RegmixError
+
+COMMANDS = ["prepare", "sweep", "fit", "predict", "optimize", "export", "merge", "demo", "run", "bench"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="regmix",
+        description="Find the data mixture for language-model pretraining.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Run `regmix COMMAND --help` for the flags and an example of each command.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        module_name = f"regmix.cli.{name}"
+        if importlib.util.find_spec(module_name) is None:
+            continue
+        importlib.import_module(module_name).register(sub)
+    return parser
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"regmix: warning: {message}", file=sys.stderr if file is None else file)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    warnings.showwarning = _one_line_warning
+    try:
+        result = args.func(args)
+    except RegmixError as err:
+        message = " ".join(str(err).split())
+        print(f"regmix: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("regmix: interrupted; finished results are kept, re-run the same command to resume", file=sys.stderr)
+        return 130
+    return int(result or 0)
+
+
+def command_parser(sub, name: str, help: str, example: str) -> argparse.ArgumentParser:
+    """Add a sub-command whose --help ends with an example."""
+    return sub.add_parser(
+        name,
+        help=help,
+        description=help,
+        epilog=f"example:\n  {example}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )

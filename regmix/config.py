@@ -1,0 +1,182 @@
+"""YAML presets validated into frozen, typed dataclasses.
+
+`load_config(Cls, path)` reads YAML and builds `Cls`; `from_dict(Cls, data, where)` builds it from a
+mapping. Nested dataclasses, `list[...]`, `tuple[...]`, `dict[str, ...]`, `X | None` and `Literal`
+fields are checked; an unknown key, a missing required key or a wrong type raises RegmixError naming
+the file and the dotted field (`quick.yaml: sweep.n_proxies: expected int, got 'ten'`).
+Defaults live in the dataclass, nowhere else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
+
+import yaml
+
+from regmix.errors import RegmixError
+
+T = TypeVar("T")
+
+
+def load_yaml(path: str | Path) -> dict:
+    """Read a YAML mapping; a missing, unreadable or non-mapping file is a RegmixError."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RegmixError(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise RegmixError(f"{path}: cannot read: {err}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise RegmixError(f"{path}:{where} invalid YAML: {problem}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise RegmixError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def load_config(cls: type[T], path: str | Path, overrides: dict | None = None) -> T:
+    """Load YAML at `path` into dataclass `cls`, with optional dotted-key overrides applied first."""
+    data = load_yaml(path)
+    for key, value in (overrides or {}).items():
+        set_dotted(data, key, value)
+    return from_dict(cls, data, where=str(path))
+
+
+def set_dotted(data: dict, dotted: str, value: Any) -> None:
+    """Set `data["a"]["b"] = value` for `dotted == "a.b"`, creating mappings on the way."""
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        data = data.setdefault(part, {})
+    data[parts[-1]] = value
+
+
+def from_dict(cls: type[T], data: Any, where: str = "config", field: str = "") -> T:
+    """Build dataclass `cls` from a mapping, checking keys and types recursively."""
+    label = f"{where}: {field}" if field else where
+    if not isinstance(data, dict):
+        raise RegmixError(f"{label}: expected a mapping, got {_show(data)}")
+    hints = get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = [k for k in data if k not in fields]
+    if unknown:
+        raise RegmixError(
+            f"{where}: unknown key '{_join(field, str(unknown[0]))}' (known: {', '.join(fields)})"
+        )
+    values = {}
+    for name, f in fields.items():
+        path = _join(field, name)
+        if name not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise RegmixError(f"{where}: missing required key '{path}'")
+            continue
+        values[name] = _convert(hints[name], data[name], where, path)
+    try:
+        return cls(**values)
+    except RegmixError:
+        raise
+    except (TypeError, ValueError) as err:
+        raise RegmixError(f"{label}: {err}") from None
+
+
+def to_dict(obj: Any) -> Any:
+    """Dataclass (nested) to plain YAML/JSON-ready data."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def _convert(tp: Any, value: Any, where: str, path: str) -> Any:
+    origin = get_origin(tp)
+    args = get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(arg, value, where, path)
+            except RegmixError as err:
+                errors.append(err)
+        raise errors[0] if len(errors) == 1 else RegmixError(
+            f"{where}: {path}: expected {_name(tp)}, got {_show(value)}"
+        )
+    if origin is Literal:
+        if value not in args:
+            choices = ", ".join(repr(a) for a in args)
+            raise RegmixError(f"{where}: {path}: expected one of {choices}, got {_show(value)}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, where, path)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise RegmixError(f"{where}: {path}: expected a list, got {_show(value)}")
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(args) != len(value):
+                raise RegmixError(f"{where}: {path}: expected {len(args)} items, got {len(value)}")
+            return tuple(_convert(a, v, where, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+        item = args[0] if args else Any
+        items = [_convert(item, v, where, f"{path}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise RegmixError(f"{where}: {path}: expected a mapping, got {_show(value)}")
+        key_t, val_t = args if args else (Any, Any)
+        return {
+            _convert(key_t, k, where, f"{path}.{k}"): _convert(val_t, v, where, f"{path}.{k}")
+            for k, v in value.items()
+        }
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise RegmixError(f"{where}: {path}: expected a number, got {_show(value)}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise RegmixError(f"{where}: {path}: expected an integer, got {_show(value)}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise RegmixError(f"{where}: {path}: expected true or false, got {_show(value)}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise RegmixError(f"{where}: {path}: expected a string, got {_show(value)}")
+        return value
+    if tp is Path:
+        if not isinstance(value, str):
+            raise RegmixError(f"{where}: {path}: expected a path, got {_show(value)}")
+        return Path(value)
+    return value
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
