@@ -1,0 +1,38 @@
+"""The device mesh of the proxy axis: more devices train more proxies at once.
+
+Every stacked array (parameters, optimizer state, batches) is split along its leading proxy axis
+with `NamedSharding(mesh, P("proxies"))`; the jitted step then runs on all devices with no
+communication, since proxies are independent. Multi-host: call `jax.distributed.initialize()` on
+every host before training; `jax.devices()` then lists all hosts' devices and the same mesh spans
+them (each host must feed the same global batch; on CPUs prefer splitting the sweep's groups over
+hosts with `regmix sweep --workers` instead, which needs no collective setup).
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+AXIS = "proxies"
+
+
+def proxy_mesh(devices=None) -> Mesh:
+    """1-D mesh named "proxies" over `devices` (default: all of them)."""
+    devices = jax.devices() if devices is None else list(devices)
+    return Mesh(np.asarray(devices), (AXIS,))
+
+
+def proxy_sharding(mesh: Mesh) -> NamedSharding:
+    """Leading (proxy) axis split over the mesh, everything else replicated."""
+    return NamedSharding(mesh, P(AXIS))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def padded_size(m: int, mesh: Mesh) -> int:
+    """Smallest multiple of the mesh size that holds m proxies."""
+    n = mesh.devices.size
+    return -(-m // n) * n

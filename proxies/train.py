@@ -1,0 +1,218 @@
+"""Train many proxies at once: one jitted, vmapped step over a leading proxy axis.
+
+Library API (the sweep and the demo's final runs both call it)::
+
+    result = train_mixtures(
+        store: TokenStore, domains: list[str], w_MxK: np.ndarray, *,
+        model: str | ModelConfig = "1m", train: TrainConfig = TrainConfig(),
+        eval_domains: list[str] | None = None,      # default: every store domain
+        final_w_MxK: np.ndarray | None = None,      # schedule: switch to these mixtures ...
+        final_fraction: float = 0.0,                # ... for the last fraction of the steps
+        same_init: bool = False,                    # every proxy starts from the same weights
+        proxy_ids: np.ndarray | None = None,        # stable ids: seed the init and the data
+        lr_scale_M: np.ndarray | None = None,       # per-proxy learning-rate multiplier
+        checkpoint_dir: Path | None = None,         # resumable: orbax state + data position
+        mesh: Mesh | None = None,                   # default: all local devices
+        on_step: Callable[[int, int], None] | None = None,   # (steps done, tokens done)
+    ) -> TrainResult
+
+`TrainResult` holds per-domain validation losses (nats per token) and bits per byte at the end
+(`val_loss_MxE`, `bpb_MxE`) and every `train.eval_every` steps (`curve_steps_S`,
+`curve_loss_SxMxE`, `curve_bpb_SxMxE`), the divergence flags, and the final stacked parameters.
+A proxy whose loss turns NaN/inf is flagged (`diverged_M`, `steps_M` = the steps it completed);
+its metrics are NaN and the others train on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh
+
+from proxies import checkpoint
+from proxies import model as modellib
+from proxies.batches import MixtureBatches, check_mixtures
+from proxies.config import ModelConfig, TrainConfig, preset
+from proxies.evaluate import Evaluator
+from proxies.mesh import padded_size, proxy_mesh, proxy_sharding
+from regmix.config import to_dict
+from regmix.corpus.store import TokenStore
+from regmix.errors import RegmixError
+
+
+class TrainState(NamedTuple):
+    params: object  # nnx.State, leading proxy axis
+    opt: object  # optax state, leading proxy axis
+    lr_scale: jax.Array  # (M,)
+
+
+@dataclasses.dataclass
+class TrainResult:
+    eval_domains: list[str]
+    val_loss_MxE: np.ndarray
+    bpb_MxE: np.ndarray
+    curve_steps_S: np.ndarray
+    curve_loss_SxMxE: np.ndarray
+    curve_bpb_SxMxE: np.ndarray
+    diverged_M: np.ndarray
+    steps_M: np.ndarray
+    tokens_M: np.ndarray
+    seconds: float
+    params: object = None  # final stacked parameters (nnx.State)
+
+
+def optimizer(train: TrainConfig) -> optax.GradientTransformation:
+    """AdamW with linear warmup and cosine decay, global-norm clipping."""
+    schedule = optax.warmup_cosine_decay_schedule(
+        0.0, train.lr, max(train.warmup_steps, 1), max(train.steps, train.warmup_steps + 1),
+        end_value=train.lr * train.min_lr_ratio)
+    return optax.chain(optax.clip_by_global_norm(train.grad_clip),
+                       optax.adamw(schedule, b1=train.b1, b2=train.b2, weight_decay=train.weight_decay))
+
+
+def make_init(cfg: ModelConfig, vocab_size: int, train: TrainConfig):
+    """`init(keys_M, lr_scale_M) -> TrainState` (vmapped; jit it with the output sharding)."""
+    tx = optimizer(train)
+    init_params = modellib.init_params(cfg, vocab_size)
+
+    def init_one(key, lr_scale):
+        params = init_params(key)
+        return TrainState(params, tx.init(params), lr_scale)
+
+    return jax.vmap(init_one)
+
+
+def make_train_step(cfg: ModelConfig, vocab_size: int, train: TrainConfig, custom_vjp: bool = True):
+    """Pure `step(state, tokens_MxBxT1) -> (state, loss_M)`; jit it donating `state`."""
+    tx = optimizer(train)
+
+    def one(state: TrainState, tokens_BxT1):
+        loss, grads = jax.value_and_grad(
+            lambda p: modellib.loss(cfg, vocab_size, p, tokens_BxT1, custom_vjp))(state.params)
+        updates, opt = tx.update(grads, state.opt, state.params)
+        updates = jax.tree.map(lambda u: u * state.lr_scale, updates)
+        return TrainState(optax.apply_updates(state.params, updates), opt, state.lr_scale), loss
+
+    return jax.vmap(one)
+
+
+def proxy_keys(seed: int, proxy_ids: np.ndarray, same_init: bool) -> jax.Array:
+    base = jax.random.key(seed)
+    ids = np.zeros_like(proxy_ids) if same_init else proxy_ids
+    return jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.asarray(ids, jnp.uint32))
+
+
+def signature(**parts) -> str:
+    """Hash of everything that determines a run's results (guards checkpoint reuse)."""
+    text = json.dumps(parts, sort_keys=True, default=lambda o: np.asarray(o).tolist())
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def train_mixtures(store: TokenStore, domains: list[str], w_MxK: np.ndarray, *, model="1m",
+                   train: TrainConfig = TrainConfig(), eval_domains: list[str] | None = None,
+                   final_w_MxK: np.ndarray | None = None, final_fraction: float = 0.0,
+                   same_init: bool = False, proxy_ids: np.ndarray | None = None,
+                   lr_scale_M: np.ndarray | None = None, checkpoint_dir: Path | None = None,
+                   mesh: Mesh | None = None, on_step: Callable[[int, int], None] | None = None,
+                   custom_vjp: bool = True) -> TrainResult:
+    """Train one proxy per row of `w_MxK` (mixtures over `domains`); see the module docstring."""
+    cfg = preset(model)
+    for d in domains:
+        if d not in store.domains:
+            raise RegmixError(f"{store.path}: unknown domain '{d}' (known: {', '.join(store.domains)})")
+    eval_domains = list(store.domains if eval_domains is None else eval_domains)
+    w_MxK = check_mixtures(w_MxK, domains)
+    m = len(w_MxK)
+    ids_M = np.arange(m) if proxy_ids is None else np.asarray(proxy_ids, np.int64)
+    scale_M = np.ones(m) if lr_scale_M is None else np.asarray(lr_scale_M, np.float64)
+    evaluator = Evaluator(store, eval_domains, cfg, train, custom_vjp)  # validates seq_len early
+
+    # Pad the proxy axis to the mesh by repeating the last proxy; padded results are dropped.
+    mesh = proxy_mesh() if mesh is None else mesh
+    mp = padded_size(m, mesh)
+    pad = lambda a: np.concatenate([a, np.repeat(a[-1:], mp - m, axis=0)]) if mp > m else a
+    final = None if final_w_MxK is None else pad(check_mixtures(final_w_MxK, domains, "final mixture"))
+    batches = MixtureBatches(store, domains, pad(w_MxK), batch=train.batch, seq_len=train.seq_len,
+                             steps=train.steps, seed=train.seed, proxy_ids=pad(ids_M),
+                             block_steps=train.block_steps, final_w_MxK=final,
+                             final_fraction=final_fraction)
+    sharding = proxy_sharding(mesh)
+    vocab = store.vocab_size
+    init = jax.jit(make_init(cfg, vocab, train), out_shardings=sharding)
+    keys = proxy_keys(train.seed, pad(ids_M), same_init)
+    state = init(keys, jnp.asarray(pad(scale_M), jnp.float32))
+    step_fn = jax.jit(make_train_step(cfg, vocab, train, custom_vjp), donate_argnames="state")
+
+    sig = signature(model=to_dict(cfg), train=to_dict(train), vocab=vocab, domains=domains,
+                    eval_domains=eval_domains, w=w_MxK, final=final_w_MxK, f=final_fraction,
+                    same_init=same_init, ids=ids_M, scale=scale_M, tokenizer=store.tokenizer_hash)
+    rec = {"signature": sig, "step": 0, "diverged": [False] * mp, "steps": [train.steps] * mp,
+           "curve_steps": [], "curve_loss": [], "curve_bpb": [], "seconds": 0.0}
+    if checkpoint_dir is not None:
+        found = checkpoint.restore(Path(checkpoint_dir), state)
+        if found is not None:
+            _, state, rec = found
+            if rec.get("signature") != sig:
+                raise RegmixError(f"{checkpoint_dir}: checkpoint of a different run (refusing to resume)")
+
+    diverged = np.asarray(rec["diverged"], bool)
+    steps_M = np.asarray(rec["steps"], np.int64)
+    tokens_per_step = train.batch * train.seq_len
+    t0 = time.perf_counter() - rec["seconds"]
+
+    def evaluate(step: int):
+        loss_MxE, bpb_MxE = evaluator(state.params)
+        loss_MxE[diverged], bpb_MxE[diverged] = np.nan, np.nan
+        rec["curve_steps"].append(step)
+        rec["curve_loss"].append(_json_floats(loss_MxE))
+        rec["curve_bpb"].append(_json_floats(bpb_MxE))
+
+    step = rec["step"]
+    if step == 0 and train.eval_every:
+        evaluate(0)
+    next_tokens = jax.device_put(batches.get(step), sharding) if step < train.steps else None
+    while step < train.steps:
+        state, loss_M = step_fn(state, next_tokens)
+        if step + 1 < train.steps:  # built while the step runs
+            next_tokens = jax.device_put(batches.get(step + 1), sharding)
+        loss_M = np.asarray(loss_M)
+        bad = ~np.isfinite(loss_M) & ~diverged
+        steps_M[bad] = step
+        diverged |= bad
+        step += 1
+        if on_step is not None:
+            on_step(step, step * tokens_per_step)
+        if step == train.steps or (train.eval_every and step % train.eval_every == 0):
+            evaluate(step)
+        if checkpoint_dir is not None and train.checkpoint_every and (
+                step % train.checkpoint_every == 0 and step < train.steps):
+            rec.update(step=step, diverged=diverged.tolist(), steps=steps_M.tolist(),
+                       seconds=time.perf_counter() - t0)
+            checkpoint.save(Path(checkpoint_dir), step, state, rec)
+    if not rec["curve_steps"] or rec["curve_steps"][-1] != train.steps:
+        evaluate(train.steps)
+
+    curve_loss = np.asarray(rec["curve_loss"], np.float64)[:, :m]
+    curve_bpb = np.asarray(rec["curve_bpb"], np.float64)[:, :m]
+    diverged, steps_M = diverged[:m], steps_M[:m]
+    return TrainResult(
+        eval_domains=eval_domains, val_loss_MxE=curve_loss[-1], bpb_MxE=curve_bpb[-1],
+        curve_steps_S=np.asarray(rec["curve_steps"], np.int64), curve_loss_SxMxE=curve_loss,
+        curve_bpb_SxMxE=curve_bpb, diverged_M=diverged, steps_M=steps_M,
+        tokens_M=steps_M * tokens_per_step, seconds=time.perf_counter() - t0,
+        params=jax.tree.map(lambda x: x[:m], state.params))
+
+
+def _json_floats(a: np.ndarray) -> list:
+    """NaN-free nested lists for the JSON record (None stands for NaN)."""
+    return [[None if not math.isfinite(v) else float(v) for v in row] for row in a.tolist()]

@@ -1,0 +1,37 @@
+"""`regmix sweep`: train proxy models on sampled mixtures; writes mixtures.csv and metrics.csv."""
+
+from __future__ import annotations
+
+from regmix.cli import command_parser
+
+
+def register(sub) -> None:
+    p = command_parser(sub, "sweep", help="Sample mixtures, train a tiny proxy LM on each, write the tables `regmix fit` reads.",
+                       example="regmix sweep --config configs/quick.yaml --out runs/quick")
+    p.add_argument("--config", required=True, help="sweep YAML (see configs/quick.yaml)")
+    p.add_argument("--out", required=True, help="output folder; re-running the same command resumes")
+    p.add_argument("--store", help="token store folder (overrides the config's `store`)")
+    p.add_argument("--n-proxies", type=int, help="overrides the config's `n_proxies`")
+    p.add_argument("--workers", type=int, help="worker processes (default: config run.workers, 0 = one per core)")
+    p.add_argument("--force", action="store_true", help="discard a different sweep found in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from proxies.config import SweepConfig
+    from proxies.sweep import run_sweep
+    from proxies.workers import enable_compile_cache
+    from regmix.config import load_config
+
+    overrides = {}
+    if args.store:
+        overrides["store"] = args.store
+    if args.n_proxies is not None:
+        overrides["n_proxies"] = args.n_proxies
+    cfg = load_config(SweepConfig, args.config, overrides)
+    enable_compile_cache(__import__("pathlib").Path(args.out) / ".jax_cache")
+    metrics = run_sweep(cfg, args.out, where=args.config, force=args.force, workers=args.workers,
+                        progress=not args.quiet)
+    print(metrics)
+    return 0
