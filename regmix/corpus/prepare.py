@@ -79,12 +79,13 @@ def prepare(
     seq_len: int = 512,
     bpe_sample_bytes: int = 10_000_000,
     progress: bool = True,
-    log=sys.stderr,
+    log=None,
 ) -> dict:
     """Tokenize every domain of `corpus` ('demo' = the embedded corpus) into the store `out`.
 
     Each domain needs at least seq_len + 1 training tokens (one training sequence). Returns meta.
     """
+    log = log or sys.stderr
     if not 0.0 <= valid_fraction < 1.0:
         raise RegmixError(f"valid_fraction must be in [0, 1), got {valid_fraction}")
     corpus = resolve_corpus(corpus)
@@ -160,25 +161,33 @@ def _make_tokenizer(spec, sources, data_hashes, out, text_field, sample_bytes, l
         print("prepare: BPE tokenizer unchanged, reused", file=log)
     else:
         t0 = time.perf_counter()
-        tok = train_bpe(_bpe_sample(sources, text_field, sample_bytes), arg)
+        sample = _bpe_sample(sources, text_field, sample_bytes)
+        tok = train_bpe(sample, arg)
         tok.save(out / "tokenizer.json")
         sidecar.write_text(trained_on + "\n")
-        print(f"prepare: trained BPE ({tok.vocab_size} tokens) on a {sample_bytes / 1e6:.0f} MB sample "
+        print(f"prepare: trained BPE ({tok.vocab_size} tokens) on a {sample.taken / 1e6:.1f} MB sample "
               f"in {time.perf_counter() - t0:.1f} s", file=log)
     tok.trained_on = trained_on
     return tok
 
 
-def _bpe_sample(sources: list[DomainSource], text_field: str, sample_bytes: int):
-    """Up to sample_bytes of training documents, an equal share from each domain."""
-    share = sample_bytes // len(sources)
-    for src in sources:
-        taken = 0
-        for text in iter_domain(src.train_files, ReadStats(), text_field):
-            yield text
-            taken += len(text)
-            if taken >= share:
-                break
+class _bpe_sample:
+    """Iterates up to sample_bytes of training documents, an equal share from each domain."""
+
+    def __init__(self, sources: list[DomainSource], text_field: str, sample_bytes: int):
+        self.sources, self.text_field, self.sample_bytes = sources, text_field, sample_bytes
+        self.taken = 0
+
+    def __iter__(self):
+        share = self.sample_bytes // len(self.sources)
+        for src in self.sources:
+            taken = 0
+            for text in iter_domain(src.train_files, ReadStats(), self.text_field):
+                yield text
+                taken += len(text)
+                self.taken += len(text)
+                if taken >= share:
+                    break
 
 
 def _reusable(out: Path, name: str, source_hash: str, dtype: str) -> dict | None:
