@@ -156,7 +156,7 @@ def _dict_page(entries: list[str]) -> str:
 
 def dictionary_gcide():
     """GCIDE (Webster 1913 + WordNet + PJC): pages of 12 consecutive entries; a letter pair is a group."""
-    page, group = [], None
+    page = []
     for word, entry in dictd_entries("gcide"):
         entry = re.sub(r"^\s*\[(?:1913 Webster|PJC|WordNet 1\.5|Webster 1913 Suppl\.|[^\]\n]{1,40})\]\s*$", "", entry, flags=re.M)
         entry = entry.replace("{", "").replace("}", "")
@@ -173,7 +173,7 @@ def encyclopedia_computing():
     """FOLDOC, the Jargon File and The Devil's Dictionary: pages of 6 entries; a page is a group."""
     for name in ("foldoc", "jargon", "devil"):
         page = []
-        for word, entry in dictd_entries(name):
+        for _word, entry in dictd_entries(name):
             entry = re.sub(r"\{([^{}]*)\}", r"\1", entry)
             entry = reflow(entry)
             if len(entry) < 80:

@@ -117,3 +117,9 @@ def test_missing_and_empty_domain_folders(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(RegmixError, match="empty: domain folder holds no"):
         discover(tmp_path)
+
+
+def test_domain_named_train_is_not_regmix_layout(tmp_path):
+    _jsonl(tmp_path / "train" / "data.jsonl", [{"text": "a"}])
+    _jsonl(tmp_path / "web" / "data.jsonl", [{"text": "b"}])
+    assert [d.name for d in discover(tmp_path)] == ["train", "web"]

@@ -82,7 +82,7 @@ def discover(corpus: str | Path) -> list[DomainSource]:
     corpus = Path(corpus)
     if not corpus.is_dir():
         raise RegmixError(f"{corpus}: corpus folder not found")
-    if (corpus / "train").is_dir() and any(_REGMIX_NAME.match(p.name) for p in (corpus / "train").iterdir()):
+    if _is_regmix_layout(corpus):
         return _discover_regmix(corpus)
     domains = []
     for sub in sorted(p for p in corpus.iterdir() if p.is_dir() and not p.name.startswith(".")):
@@ -97,8 +97,18 @@ def discover(corpus: str | Path) -> list[DomainSource]:
             raise RegmixError(f"{sub}: domain has validation files but no training files")
         domains.append(DomainSource(sub.name, train, valid))
     if not domains:
-        raise RegmixError(f"{corpus}: no domain folders (expected CORPUS/<domain>/*.jsonl|txt|parquet or CORPUS/train/<domain>-<n>.jsonl)")
+        raise RegmixError(f"{corpus}: no domain folders (expected CORPUS/<domain>/*.jsonl|txt|parquet "
+                          f"or CORPUS/train/<domain>-<n>.jsonl)")
     return domains
+
+
+def _is_regmix_layout(corpus: Path) -> bool:
+    """train/ holding <domain>-<n>.jsonl files, or train/ and valid/ both holding .jsonl files."""
+    train = corpus / "train"
+    if not train.is_dir():
+        return False
+    names = [m for p in train.iterdir() if p.is_file() and (m := _REGMIX_NAME.match(p.name))]
+    return any(m["n"] is not None for m in names) or (bool(names) and (corpus / "valid").is_dir())
 
 
 def _discover_regmix(corpus: Path) -> list[DomainSource]:
@@ -115,7 +125,8 @@ def _discover_regmix(corpus: Path) -> list[DomainSource]:
             (src.train_files if split == "train" else src.valid_files).append(path)
     for name, src in found.items():
         if not src.train_files:
-            raise RegmixError(f"{corpus / 'valid'}: domain '{name}' has validation files but none in {corpus / 'train'}")
+            raise RegmixError(
+                f"{corpus / 'valid'}: domain '{name}' has validation files but none in {corpus / 'train'}")
     return [found[k] for k in sorted(found)]
 
 
@@ -214,7 +225,8 @@ def _read_parquet(path: Path, stats: ReadStats, text_field: str) -> Iterator[str
     except (pa.ArrowException, OSError) as err:
         raise RegmixError(f"{path}: cannot read (unreadable or corrupt parquet): {err}") from None
     if text_field not in pf.schema_arrow.names:
-        raise RegmixError(f"{path}: no column '{text_field}' (columns: {', '.join(pf.schema_arrow.names)}); see --text-field")
+        columns = ", ".join(pf.schema_arrow.names)
+        raise RegmixError(f"{path}: no column '{text_field}' (columns: {columns}); see --text-field")
     try:
         for batch in pf.iter_batches(columns=[text_field], batch_size=2048):
             col = batch.column(0)
@@ -224,7 +236,7 @@ def _read_parquet(path: Path, stats: ReadStats, text_field: str) -> Iterator[str
                 values = col.to_pylist()
             else:
                 raise RegmixError(f"{path}: column '{text_field}' has type {col.type}, expected string")
-            for i, text in enumerate(values):
+            for text in values:
                 if text is None:
                     stats.skip(f"{path}", f"null '{text_field}'")
                 elif text:
