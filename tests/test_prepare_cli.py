@@ -295,3 +295,18 @@ def test_gz_and_xz_inputs(tmp_path):
         fh.write("y" * 50)
     meta = prepare(root, tmp_path / "s", seq_len=16, valid_fraction=0.0, progress=False)
     assert meta["domains"]["d"]["train_bytes"] == 100 and meta["domains"]["d"]["documents"] == 2
+
+
+def test_store_inside_corpus_is_not_a_domain(corpus, capsys):
+    out = corpus / "store"
+    assert main(["prepare", "--corpus", str(corpus), "--out", str(out), "--seq-len", "16"]) == 0
+    assert main(["prepare", "--corpus", str(corpus), "--out", str(out), "--seq-len", "16"]) == 0
+    assert TokenStore.open(out).domains == ["books", "code", "web"]
+    assert "unchanged, reused" in capsys.readouterr().err
+
+
+def test_short_validation_split_warns(corpus, tmp_path, capsys):
+    code, _, err = _run(["prepare", "--corpus", str(corpus), "--out", str(tmp_path / "s"), "--seq-len", "400",
+                         "--valid-fraction", "0.05"], capsys)
+    assert code == 0
+    assert "fewer than one sequence of 401" in err or "validation split is empty" in err

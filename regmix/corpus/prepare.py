@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from regmix.corpus.demo import resolve_corpus
-from regmix.corpus.readers import DomainSource, ReadStats, content_hash, discover, iter_domain
+from regmix.corpus.readers import STORE_MARKER, DomainSource, ReadStats, content_hash, discover, iter_domain
 from regmix.corpus.store import DOMAIN_KEYS, FORMAT, TokenStore, dtype_for, token_file, write_meta
 from regmix.corpus.tokenizer import (ByteTokenizer, load_tokenizer_file, parse_spec, tokenizer_info,
                                      train_bpe)
@@ -91,7 +91,10 @@ def prepare(
     corpus = resolve_corpus(corpus)
     out = Path(out)
     sources = discover(corpus)
+    if any(out.resolve() == (corpus / s.name).resolve() for s in sources):
+        raise RegmixError(f"{out}: the store would overwrite the corpus domain folder of the same name")
     out.mkdir(parents=True, exist_ok=True)
+    (out / STORE_MARKER).touch()  # marks the folder as a store at once (discover skips it)
     data_hashes = {s.name: _data_hash(s, corpus) for s in sources}
     tok = _make_tokenizer(tokenizer, sources, data_hashes, out, text_field, bpe_sample_bytes, log)
     dtype = dtype_for(tok.vocab_size)
@@ -267,3 +270,6 @@ def _check_domain(src: DomainSource, info: dict, seq_len: int, valid_fraction: f
     if info["valid_documents"] == 0 and (src.valid_files or valid_fraction > 0):
         warnings.warn(f"{src.name}: validation split is empty ({info['documents']} documents); "
                       f"add documents or raise valid_fraction", stacklevel=3)
+    elif 0 < info["valid_tokens"] < seq_len + 1:
+        warnings.warn(f"{src.name}: validation split has {info['valid_tokens']} tokens, fewer than one "
+                      f"sequence of {seq_len + 1}", stacklevel=3)

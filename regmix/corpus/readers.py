@@ -30,6 +30,7 @@ from regmix.errors import RegmixError
 FORMATS = ("txt", "jsonl", "parquet")
 COMPRESSIONS = {"gz": gzip.open, "xz": lzma.open, "bz2": bz2.open}
 TXT_DOC_BYTES = 1 << 20
+STORE_MARKER = ".regmix-store"  # prepare writes it into a store folder: never read as a domain
 _REGMIX_NAME = re.compile(r"^(?P<domain>.+?)(?:-(?P<n>\d+))?\.jsonl(?:\.(?:gz|xz|bz2))?$")
 _CORRUPT = (OSError, EOFError, lzma.LZMAError, zlib.error, ValueError)
 
@@ -78,14 +79,19 @@ def _is_valid_file(rel: Path) -> bool:
 
 
 def discover(corpus: str | Path) -> list[DomainSource]:
-    """Domains of a corpus folder, sorted by name; missing or empty folders are RegmixErrors."""
+    """Domains of a corpus folder, sorted by name; missing or empty folders are RegmixErrors.
+
+    Sub-folders holding a token store (meta.json or STORE_MARKER) are not domains, so STORE may sit
+    inside CORPUS.
+    """
     corpus = Path(corpus)
     if not corpus.is_dir():
         raise RegmixError(f"{corpus}: corpus folder not found")
     if _is_regmix_layout(corpus):
         return _discover_regmix(corpus)
     domains = []
-    for sub in sorted(p for p in corpus.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    subs = [p for p in corpus.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    for sub in sorted(p for p in subs if not ((p / "meta.json").is_file() or (p / STORE_MARKER).exists())):
         files = sorted(p for p in sub.rglob("*") if p.is_file() and file_format(p))
         if not files:
             raise RegmixError(
