@@ -38,7 +38,7 @@ class ModelConfig:
 
 
 PRESETS: dict[str, ModelConfig] = {
-    "tiny": ModelConfig(n_layers=1, d_model=32, n_heads=2, d_ff=64),  # tests
+    "tiny": ModelConfig(n_layers=1, d_model=32, n_heads=2, d_ff=64, attn_blocks=2),  # tests
     "small": ModelConfig(n_layers=2, d_model=128, n_heads=4, d_ff=256),
     "1m": ModelConfig(n_layers=2, d_model=256, n_heads=8, d_ff=512),  # RegMix 1M proxy
     "60m": ModelConfig(n_layers=10, d_model=768, n_heads=12, d_ff=1536),  # RegMix 60M (sans embeddings)

@@ -7,6 +7,7 @@ tokens scored x the domain's valid_bytes / valid_tokens.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -17,6 +18,11 @@ from proxies import model as modellib
 from proxies.batches import bytes_per_token, eval_windows
 from proxies.config import ModelConfig, TrainConfig
 from regmix.corpus.store import TokenStore
+
+
+@functools.lru_cache(maxsize=16)
+def jitted_eval_step(cfg: ModelConfig, vocab_size: int):
+    return jax.jit(make_eval_step(cfg, vocab_size))
 
 
 def make_eval_step(cfg: ModelConfig, vocab_size: int):
@@ -39,7 +45,7 @@ class Evaluator:
         self.batch = train.eval_batch
         self.windows = {d: eval_windows(store, d, train.seq_len, train.eval_windows) for d in domains}
         self.bytes_per_token = {d: bytes_per_token(store, d) for d in domains}
-        self.step = jax.jit(make_eval_step(cfg, store.vocab_size))
+        self.step = jitted_eval_step(cfg, store.vocab_size)
 
     def __call__(self, params_M) -> tuple[np.ndarray, np.ndarray]:
         m = jax.tree.leaves(params_M)[0].shape[0]

@@ -26,6 +26,7 @@ its metrics are NaN and the others train on.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -106,6 +107,14 @@ def make_train_step(cfg: ModelConfig, vocab_size: int, train: TrainConfig, custo
     return jax.vmap(one)
 
 
+@functools.lru_cache(maxsize=16)
+def jitted(cfg: ModelConfig, vocab_size: int, train: TrainConfig, custom_vjp: bool, sharding):
+    """(init, step) jitted once per configuration, so repeated calls share compiled work."""
+    init = jax.jit(make_init(cfg, vocab_size, train), out_shardings=sharding)
+    step = jax.jit(make_train_step(cfg, vocab_size, train, custom_vjp), donate_argnames="state")
+    return init, step
+
+
 def proxy_keys(seed: int, proxy_ids: np.ndarray, same_init: bool) -> jax.Array:
     base = jax.random.key(seed)
     ids = np.zeros_like(proxy_ids) if same_init else proxy_ids
@@ -148,10 +157,9 @@ def train_mixtures(store: TokenStore, domains: list[str], w_MxK: np.ndarray, *, 
                              final_fraction=final_fraction)
     sharding = proxy_sharding(mesh)
     vocab = store.vocab_size
-    init = jax.jit(make_init(cfg, vocab, train), out_shardings=sharding)
+    init, step_fn = jitted(cfg, vocab, train, custom_vjp, sharding)
     keys = proxy_keys(train.seed, pad(ids_M), same_init)
     state = init(keys, jnp.asarray(pad(scale_M), jnp.float32))
-    step_fn = jax.jit(make_train_step(cfg, vocab, train, custom_vjp), donate_argnames="state")
 
     sig = signature(model=to_dict(cfg), train=to_dict(train), vocab=vocab, domains=domains,
                     eval_domains=eval_domains, w=w_MxK, final=final_w_MxK, f=final_fraction,

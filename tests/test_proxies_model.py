@@ -1,0 +1,72 @@
+"""The proxy model: causal, custom VJPs equal autodiff, parameter counts."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from proxies import model as modellib
+from proxies.config import PRESETS, ModelConfig, preset
+from proxies.kernels import blocked_attention, causal_attention, linear
+from regmix.errors import RegmixError
+
+CFG = PRESETS["tiny"]
+V = 61
+
+
+@pytest.fixture(scope="module")
+def params():
+    return jax.jit(modellib.init_params(CFG, V))(jax.random.key(0))
+
+
+def test_model_is_causal(params):
+    toks = jax.random.randint(jax.random.key(1), (2, 24), 0, V)
+    changed = toks.at[:, 15:].set((toks[:, 15:] + 7) % V)
+    f = jax.jit(lambda p, t: modellib.logits(CFG, V, p, t))
+    a, b = f(params, toks), f(params, changed)
+    np.testing.assert_allclose(a[:, :15], b[:, :15], atol=1e-6)
+    assert float(jnp.max(jnp.abs(a[:, 15:] - b[:, 15:]))) > 1e-3
+
+
+def test_custom_vjp_matches_autodiff(params):
+    toks = jax.random.randint(jax.random.key(2), (3, 17), 0, V)
+    l1, g1 = jax.jit(jax.value_and_grad(lambda p: modellib.loss(CFG, V, p, toks, True)))(params)
+    l2, g2 = jax.jit(jax.value_and_grad(lambda p: modellib.loss(CFG, V, p, toks, False)))(params)
+    assert abs(float(l1) - float(l2)) < 1e-6
+    for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
+        np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-4)
+
+
+@pytest.mark.parametrize("blocks", [1, 4])
+def test_blocked_attention_gradients(blocks):
+    q, k, v = (jax.random.normal(jax.random.key(i), (2, 2, 13, 8)) for i in range(3))
+    f = lambda att: lambda q, k, v: jnp.sum(jnp.sin(att(q, k, v, blocks)))
+    vg = lambda att: jax.jit(jax.value_and_grad(f(att), (0, 1, 2)))(q, k, v)
+    (y1, g1), (y2, g2) = vg(blocked_attention), vg(causal_attention)
+    np.testing.assert_allclose(y1, y2, rtol=1e-5)
+    for a, b in zip(g1, g2):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_linear_vjp_under_vmap():
+    x = jax.random.normal(jax.random.key(0), (3, 4, 5, 6))
+    w = jax.random.normal(jax.random.key(1), (3, 6, 7))
+    f = lambda x, w: jnp.sum(jnp.tanh(linear(x, w)))
+    g = lambda x, w: jnp.sum(jnp.tanh(x @ w))
+    grads = lambda h: jax.jit(jax.vmap(jax.grad(h, (0, 1))))(x, w)
+    for a, b in zip(grads(f), grads(g)):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_param_count_and_flops(params):
+    assert sum(x.size for x in jax.tree.leaves(params)) == modellib.count_params(CFG, V)["total"]
+    one_m = modellib.count_params(preset("1m"), 257)
+    assert one_m["matmul"] - 256 * 257 == 2 * (4 * 256 * 256 + 3 * 256 * 512)  # RegMix 1M: 1.3M non-embedding
+    assert modellib.flops_per_token(preset("1m"), 257, 256) == 6 * one_m["matmul"] + 12 * 2 * 256 * 256
+
+
+def test_bad_presets():
+    with pytest.raises(RegmixError, match="unknown model preset"):
+        preset("nope")
+    with pytest.raises(ValueError):
+        ModelConfig(d_model=30, n_heads=4)
