@@ -132,7 +132,11 @@ def load_tokenizer_file(path: str | Path, kind: str = "file") -> HFTokenizer:
 
 
 def train_bpe(texts: Iterable[str], vocab_size: int) -> HFTokenizer:
-    """Byte-level BPE trained locally on `texts` (exact round-trip: no normalizer, no prefix space)."""
+    """Byte-level BPE trained locally on `texts` (exact round-trip: no normalizer, no prefix space).
+
+    HF's trainer breaks count ties in hash-map order (huggingface/tokenizers#1794), so two trainings
+    on the same sample can differ in a few merges: a store keeps its tokenizer.json and reuses it.
+    """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
