@@ -6,7 +6,8 @@ lost) and keeps each process's peak memory to its own groups. The environment is
 interpreter starts, because glibc reads GLIBC_TUNABLES at start-up: without these settings
 XLA:CPU gets fresh page-faulted buffers from malloc on every step. Workers die with their parent
 (PR_SET_PDEATHSIG), so a killed sweep leaves no orphan writing into its folder. The same split
-spreads a sweep over hosts: run `python -m proxies.workers DIR CORE G...` with disjoint groups.
+spreads a sweep over hosts: run `python -m proxies.workers CORES 0 DIR G...` (parent 0: none)
+with disjoint groups on each host sharing DIR.
 """
 
 from __future__ import annotations
@@ -25,20 +26,31 @@ GLIBC_TUNABLES = ("glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=429496729
 SINGLE_THREAD_FLAGS = "--xla_cpu_multi_thread_eigen=false"
 
 
-def worker_env(base: dict | None = None) -> dict:
+def worker_env(base: dict | None = None, single_thread: bool = True, tunables: bool = True) -> dict:
     """Environment of a worker: malloc tunables and single-threaded XLA:CPU (flags appended)."""
     env = dict(os.environ if base is None else base)
-    env["GLIBC_TUNABLES"] = GLIBC_TUNABLES
+    if tunables:
+        env["GLIBC_TUNABLES"] = GLIBC_TUNABLES
     flags = env.get("XLA_FLAGS", "").split()
     # A token without leading dashes stops XLA's flag parsing silently: keep only real flags.
     flags = [f for f in flags if f.startswith("--") and not f.startswith("--xla_cpu_multi_thread_eigen")]
-    env["XLA_FLAGS"] = " ".join(flags + [SINGLE_THREAD_FLAGS])
+    env["XLA_FLAGS"] = " ".join(flags + ([SINGLE_THREAD_FLAGS] if single_thread else []))
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     return env
 
 
+def core_sets(workers: int) -> list[set[int]]:
+    """Split this process's cores evenly over `workers` (a worker with one core runs single-threaded)."""
+    cores = sorted(os.sched_getaffinity(0))
+    if workers >= len(cores):
+        return [{cores[i % len(cores)]} for i in range(workers)]
+    return [set(cores[i::workers]) for i in range(workers)]
+
+
 def die_with_parent(parent: int) -> None:
-    """Ask the kernel to SIGKILL this process when its parent dies (Linux)."""
+    """Ask the kernel to SIGKILL this process when its parent dies (Linux); parent 0: standalone."""
+    if parent <= 0:
+        return
     try:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
@@ -47,11 +59,19 @@ def die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def pin(core: int) -> None:
+def pin(cores: set[int]) -> None:
     try:
-        os.sched_setaffinity(0, {core})
+        os.sched_setaffinity(0, cores)
     except (OSError, AttributeError):
         pass
+
+
+def format_cores(cores: set[int]) -> str:
+    return ",".join(str(c) for c in sorted(cores))
+
+
+def parse_cores(text: str) -> set[int]:
+    return {int(c) for c in text.split(",")}
 
 
 def enable_compile_cache(path: Path) -> None:
@@ -63,10 +83,11 @@ def enable_compile_cache(path: Path) -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
-def spawn(out: Path, core: int, groups: list[int], log: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "proxies.workers", str(out), str(core), str(os.getpid())]
-    cmd += [str(g) for g in groups]
-    return subprocess.Popen(cmd, env=worker_env(), stdout=log.open("ab"), stderr=subprocess.STDOUT)
+def spawn(module: str, args: list[str], cores: set[int], log: Path, tunables: bool = True) -> subprocess.Popen:
+    """Start `python -m module CORES PARENT args...` with the worker environment."""
+    cmd = [sys.executable, "-m", module, format_cores(cores), str(os.getpid())] + [str(a) for a in args]
+    env = worker_env(single_thread=len(cores) == 1, tunables=tunables)
+    return subprocess.Popen(cmd, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
 
 
 def _progress_tokens(out: Path, record: dict) -> int:
@@ -115,13 +136,11 @@ def run_groups(out: Path, record: dict, todo: list[int], workers: int, progress:
                 train_group(out, g, record)
                 refresh()
             return
-        cores = sorted(os.sched_getaffinity(0))
         logs = out / "groups"
         logs.mkdir(exist_ok=True)
-        procs = []
-        for i in range(min(workers, len(todo))):
-            share = todo[i::workers]
-            procs.append(spawn(out, cores[i % len(cores)], share, logs / f"worker{i}.log"))
+        workers = min(workers, len(todo))
+        procs = [spawn("proxies.workers", [out] + todo[i::workers], cores, logs / f"worker{i}.log")
+                 for i, cores in enumerate(core_sets(workers))]
         try:
             while any(p.poll() is None for p in procs):
                 time.sleep(0.5)
@@ -142,9 +161,9 @@ def run_groups(out: Path, record: dict, todo: list[int], workers: int, progress:
 
 
 def main(argv: list[str]) -> int:
-    out, core, parent, groups = Path(argv[0]), int(argv[1]), int(argv[2]), [int(g) for g in argv[3:]]
+    cores, parent, out, groups = parse_cores(argv[0]), int(argv[1]), Path(argv[2]), [int(g) for g in argv[3:]]
     die_with_parent(parent)
-    pin(core)
+    pin(cores)
     enable_compile_cache(out / ".jax_cache")
     from proxies.sweep import train_group
 

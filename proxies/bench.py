@@ -1,0 +1,130 @@
+"""`regmix bench proxies`: training throughput and MFU of the sweep's code path.
+
+The proxies are split over worker processes exactly as `regmix sweep` splits them (groups sized
+to the memory budget, one pinned worker per core, single-threaded when it owns one core), each
+worker runs `train_mixtures` on a synthetic byte-level store, and the timed region starts after
+the first (compiling) step, behind a barrier so all workers are timed together. MFU is model
+FLOPs per second over the float32 matmul peak measured in this process (best of jitted square
+products of sizes 1024 and 2048, on all cores). Model FLOPs per token = 6 x matmul parameters
+(output head in, embedding lookups out) + 12 x layers x seq_len x d_model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+VOCAB = 257
+BENCH_DOMAINS = 4
+
+
+def peak_matmul_flops(sizes=(1024, 2048), reps: int = 5) -> float:
+    """Best float32 FLOP/s of a jitted square matrix product in this process."""
+    import jax
+    import jax.numpy as jnp
+
+    best = 0.0
+    for n in sizes:
+        a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+        b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+        f = jax.jit(lambda x, y: x @ y)
+        f(a, b).block_until_ready()
+        for _ in range(reps):
+            t = time.perf_counter()
+            f(a, b).block_until_ready()
+            best = max(best, 2.0 * n ** 3 / (time.perf_counter() - t))
+    return best
+
+
+def synthetic_store(path: Path, seq_len: int):
+    from regmix.corpus.store import write_store
+
+    rng = np.random.default_rng(0)
+    n = max(200_000, 20 * seq_len)
+    arrays = {f"d{k}": (rng.integers(0, 256, n), rng.integers(0, 256, 4 * (seq_len + 1))) for k in range(BENCH_DOMAINS)}
+    return write_store(path, arrays, vocab_size=VOCAB, eod_id=256)
+
+
+def run_bench(preset: str = "1m", n_proxies: int = 16, batch: int = 16, seq_len: int = 256, steps: int = 10,
+              workers: int = 0, memory_budget_gb: float = 8.0, tunables: bool = True) -> dict:
+    """Train `n_proxies` for `steps` timed steps (after one warm-up step); returns the JSON record."""
+    from proxies.config import TrainConfig
+    from proxies.config import preset as get_preset
+    from proxies.model import count_params, flops_per_token
+    from proxies.sweep import default_workers, plan_groups, proxy_bytes
+    from proxies.workers import core_sets, spawn
+
+    cfg = get_preset(preset)
+    workers = workers or default_workers()
+    train = TrainConfig(steps=steps + 1, batch=batch, seq_len=seq_len, warmup_steps=1, eval_windows=1,
+                        eval_batch=1, checkpoint_every=0)
+    per_proxy = proxy_bytes(cfg, VOCAB, train)
+    groups = plan_groups(n_proxies, workers, memory_budget_gb * 1e9, per_proxy)
+    workers = min(workers, len(groups))
+    peak = peak_matmul_flops()
+    with tempfile.TemporaryDirectory(prefix="regmix-bench-") as tmp:
+        work = Path(tmp)
+        synthetic_store(work / "store", seq_len)
+        spec = {"preset": preset, "train": train.__dict__, "groups": groups, "workers": workers}
+        (work / "spec.json").write_text(json.dumps(spec))
+        procs = [spawn("proxies.bench", [work, i], cores, work / f"worker{i}.log", tunables=tunables)
+                 for i, cores in enumerate(core_sets(workers))]
+        codes = [p.wait() for p in procs]
+        if any(codes):
+            i = next(i for i, c in enumerate(codes) if c)
+            raise RuntimeError(f"bench worker {i} failed:\n" + (work / f"worker{i}.log").read_text()[-3000:])
+        results = [json.loads((work / f"result{i}.json").read_text()) for i in range(workers)]
+    tokens_per_s = sum(r["tokens"] / r["seconds"] for r in results)
+    model_flops = tokens_per_s * flops_per_token(cfg, VOCAB, seq_len)
+    return {"preset": preset, "n_proxies": n_proxies, "batch": batch, "seq_len": seq_len, "steps": steps,
+            "workers": workers, "groups": [len(g) for g in groups],
+            "params_per_proxy": count_params(cfg, VOCAB)["total"], "tokens_per_s": round(tokens_per_s, 1),
+            "model_flops_per_s": model_flops, "peak_matmul_flops_per_s": peak, "mfu": round(model_flops / peak, 4),
+            "peak_rss_bytes": sum(r["peak_rss_bytes"] for r in results),
+            "glibc_tunables": tunables}
+
+
+def _worker(work: Path, index: int) -> None:
+    from proxies.config import TrainConfig
+    from proxies.train import train_mixtures
+    from regmix.corpus.store import TokenStore
+
+    spec = json.loads((work / "spec.json").read_text())
+    train = TrainConfig(**spec["train"])
+    store = TokenStore.open(work / "store")
+    mine = spec["groups"][index::spec["workers"]]
+    tokens, seconds = 0, 0.0
+    for g, members in enumerate(mine):
+        rng = np.random.default_rng(members[0])
+        w = rng.dirichlet(np.ones(BENCH_DOMAINS), size=len(members))
+        marks = {}
+
+        def on_step(step, _tokens):
+            if step == 1 and g == 0:  # compiled: wait for every worker before timing
+                (work / f"ready{index}").touch()
+                while not all((work / f"ready{i}").exists() for i in range(spec["workers"])):
+                    time.sleep(0.01)
+            marks[step] = time.perf_counter()
+
+        train_mixtures(store, store.domains, w, model=spec["preset"], train=train, proxy_ids=members,
+                       on_step=on_step)
+        tokens += (train.steps - 1) * train.batch * train.seq_len * len(members)
+        seconds += marks[train.steps] - marks[1]
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    (work / f"result{index}.json").write_text(json.dumps({"tokens": tokens, "seconds": seconds, "peak_rss_bytes": rss}))
+
+
+if __name__ == "__main__":
+    from proxies.workers import die_with_parent, parse_cores, pin
+
+    cores, parent = parse_cores(sys.argv[1]), int(sys.argv[2])
+    die_with_parent(parent)
+    pin(cores)
+    _worker(Path(sys.argv[3]), int(sys.argv[4]))
