@@ -48,51 +48,57 @@ def _block_mask(a: int, b: int) -> jax.Array:
     return k <= q
 
 
-def causal_attention(q, k, v, n_blocks: int = 4):
-    """Causal softmax attention by autodiff (the reference); q, k, v: (B, H, T, D)."""
-    return _attention(q, k, v, n_blocks)[0]
+def causal_attention(q, kT, vT, n_blocks: int = 4):
+    """Causal softmax attention by autodiff (the reference).
+
+    q: (B, H, T, D); kT, vT: keys and values transposed, (B, H, D, T) -> (B, H, T, D).
+    """
+    return _attention(q, kT, vT, n_blocks)[0]
 
 
-def _attention(q, k, v, n_blocks):
+def _attention(q, kT, vT, n_blocks):
     t, d = q.shape[-2], q.shape[-1]
     scale = 1.0 / jnp.sqrt(jnp.asarray(d, q.dtype))
     outs, probs = [], []
     for a, b in _bounds(t, n_blocks):
-        s = jnp.einsum("bhqd,bhkd->bhqk", q[..., a:b, :] * scale, k[..., :b, :])
+        s = jnp.einsum("bhqd,bhdk->bhqk", q[..., a:b, :] * scale, kT[..., :b])
         s = jnp.where(_block_mask(a, b), s, -jnp.inf)
         p = jax.nn.softmax(s, axis=-1)
-        outs.append(jnp.einsum("bhqk,bhkd->bhqd", p, v[..., :b, :]))
+        outs.append(jnp.einsum("bhqk,bhdk->bhqd", p, vT[..., :b]))
         probs.append(p)
     return jnp.concatenate(outs, axis=-2), probs
 
 
-def _attention_fwd(q, k, v, n_blocks):
-    o, probs = _attention(q, k, v, n_blocks)
-    return o, (q, k, v, o, probs)
+def _attention_fwd(q, kT, vT, n_blocks):
+    o, probs = _attention(q, kT, vT, n_blocks)
+    return o, (q, kT, vT, o, probs)
 
 
 def _attention_bwd(n_blocks, res, do):
-    q, k, v, o, probs = res
+    # Keys and values come transposed so that every product below is one of XLA:CPU's fast dot
+    # forms: none contracts the query axis of a left operand that is not laid out for it.
+    q, kT, vT, o, probs = res
     t, d = q.shape[-2], q.shape[-1]
     scale = 1.0 / jnp.sqrt(jnp.asarray(d, q.dtype))
     dq_parts = []
-    dk = jnp.zeros_like(k)
-    dv = jnp.zeros_like(v)
+    dkT = jnp.zeros_like(kT)
+    dvT = jnp.zeros_like(vT)
     for (a, b), p in zip(_bounds(t, n_blocks), probs):
         do_i = do[..., a:b, :]
-        dv = dv.at[..., :b, :].add(jnp.einsum("bhqk,bhqd->bhkd", p, do_i))
-        dp = jnp.einsum("bhqd,bhkd->bhqk", do_i, v[..., :b, :])
+        dvT = dvT.at[..., :b].add(jnp.einsum("bhqd,bhqk->bhdk", do_i, p))
+        dp = jnp.einsum("bhqd,bhdk->bhqk", do_i, vT[..., :b])
         delta = jnp.sum(do_i * o[..., a:b, :], axis=-1, keepdims=True)
         ds = p * (dp - delta) * scale
-        dq_parts.append(jnp.einsum("bhqk,bhkd->bhqd", ds, k[..., :b, :]))
-        dk = dk.at[..., :b, :].add(jnp.einsum("bhqk,bhqd->bhkd", ds, q[..., a:b, :]))
-    return jnp.concatenate(dq_parts, axis=-2), dk, dv
+        dq_parts.append(jnp.einsum("bhqk,bhdk->bhqd", ds, kT[..., :b]))
+        dkT = dkT.at[..., :b].add(jnp.einsum("bhqd,bhqk->bhdk", q[..., a:b, :], ds))
+    return jnp.concatenate(dq_parts, axis=-2), dkT, dvT
 
 
-_attention_vjp = jax.custom_vjp(lambda q, k, v, n_blocks: _attention(q, k, v, n_blocks)[0], nondiff_argnums=(3,))
+_attention_vjp = jax.custom_vjp(lambda q, kT, vT, n_blocks: _attention(q, kT, vT, n_blocks)[0],
+                                nondiff_argnums=(3,))
 _attention_vjp.defvjp(_attention_fwd, _attention_bwd)
 
 
-def blocked_attention(q, k, v, n_blocks: int = 4):
-    """Causal attention with the blocked custom VJP; q, k, v: (B, H, T, D)."""
-    return _attention_vjp(q, k, v, n_blocks)
+def blocked_attention(q, kT, vT, n_blocks: int = 4):
+    """Causal attention with the blocked custom VJP; q (B, H, T, D), kT and vT (B, H, D, T)."""
+    return _attention_vjp(q, kT, vT, n_blocks)

@@ -42,8 +42,10 @@ def rope_tables(t: int, head_dim: int, base: float) -> tuple[jax.Array, jax.Arra
     return jnp.cos(ang), jnp.sin(ang)
 
 
-def apply_rope(x_BxHxTxD, cos, sin):
-    x1, x2 = jnp.split(x_BxHxTxD, 2, axis=-1)
+def apply_rope(x_BxTxHxD, cos, sin):
+    """Rotate pairs (i, i + D/2) by position; cos, sin: (T, D/2)."""
+    cos, sin = cos[:, None, :], sin[:, None, :]
+    x1, x2 = jnp.split(x_BxTxHxD, 2, axis=-1)
     return jnp.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1)
 
 
@@ -64,10 +66,12 @@ class Block(nnx.Module):
         b, t, d = x_BxTxD.shape
         h, hd = cfg.n_heads, cfg.head_dim
         qkv = self.wqkv(self.attn_norm(x_BxTxD)).reshape(b, t, 3, h, hd)
-        q, k, v = jnp.transpose(qkv, (2, 0, 3, 1, 4))  # 3 x (B, H, T, hd)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        q, k = apply_rope(qkv[:, :, 0], cos, sin), apply_rope(qkv[:, :, 1], cos, sin)
+        q = jnp.transpose(q, (0, 2, 1, 3))  # (B, H, T, hd)
+        kT = jnp.transpose(k, (0, 2, 3, 1))  # (B, H, hd, T)
+        vT = jnp.transpose(qkv[:, :, 2], (0, 2, 3, 1))
         attend = blocked_attention if custom_vjp else causal_attention
-        o = attend(q, k, v, cfg.attn_blocks)
+        o = attend(q, kT, vT, cfg.attn_blocks)
         o = jnp.transpose(o, (0, 2, 1, 3)).reshape(b, t, d)
         x_BxTxD = x_BxTxD + self.wo(o)
         gate, up = jnp.split(self.w_gate_up(self.mlp_norm(x_BxTxD)), 2, axis=-1)

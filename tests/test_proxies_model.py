@@ -40,6 +40,7 @@ def test_custom_vjp_matches_autodiff(params):
 @pytest.mark.parametrize("blocks", [1, 4])
 def test_blocked_attention_gradients(blocks):
     q, k, v = (jax.random.normal(jax.random.key(i), (2, 2, 13, 8)) for i in range(3))
+    k, v = jnp.swapaxes(k, -1, -2), jnp.swapaxes(v, -1, -2)
     f = lambda att: lambda q, k, v: jnp.sum(jnp.sin(att(q, k, v, blocks)))
     vg = lambda att: jax.jit(jax.value_and_grad(f(att), (0, 1, 2)))(q, k, v)
     (y1, g1), (y2, g2) = vg(blocked_attention), vg(causal_attention)
