@@ -1,0 +1,58 @@
+"""`regmix optimize`: search the mixture space with a fitted model."""
+
+from __future__ import annotations
+
+from regmix.cli import command_parser
+
+
+def register(sub) -> None:
+    p = command_parser(
+        sub, "optimize", "Find the mixture a fitted model predicts best, inside bounds and repetition caps.",
+        "regmix optimize --model models/pile_cc --space space.yaml --samples 1000000 --top-k 100 --out mixture.json",
+    )
+    p.add_argument("--model", required=True, help="directory written by `regmix fit`")
+    p.add_argument("--space", help="YAML: prior, bounds {domain: [lo, hi]}, max_epochs, token_budget, tokens")
+    p.add_argument("--samples", type=int, default=1_000_000, help="simulated candidate mixtures to score")
+    p.add_argument("--top-k", type=int, default=100, help="average the k best candidates (RegMix)")
+    p.add_argument("--method", choices=["topk", "refine"], default="topk",
+                   help="topk: mean of the k best; refine: then resample around it for several rounds")
+    p.add_argument("--sampler", choices=["regmix", "uniform", "sobol"], default="regmix")
+    p.add_argument("--kl", type=float, default=0.0, dest="kl_strength",
+                   help="penalty strength on KL(mixture || prior): keeps the answer near the runs")
+    p.add_argument("--target-weights", type=float, nargs="+", help="one weight per target of the model")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="mixture.json")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import json
+    from pathlib import Path
+
+    from regmix.optimize import OptimizeConfig, optimize
+    from regmix.regress.fit import FittedModel
+    from regmix.report_text import weights_table
+    from regmix.space import load_space
+
+    model = FittedModel.load(args.model)
+    space = load_space(args.space, list(model.domains), model.prior_K) if args.space else None
+    config = OptimizeConfig(
+        samples=args.samples, top_k=args.top_k, method=args.method, sampler=args.sampler,
+        kl_strength=args.kl_strength, seed=args.seed,
+        target_weights=tuple(args.target_weights) if args.target_weights else None,
+    )
+    result = optimize(model, space, config, progress=not args.no_progress)
+    data = result.to_json()
+    data["model"] = str(args.model)
+    if args.space:
+        data["space"] = str(args.space)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(data, indent=2) + "\n")
+    print(weights_table(data["weights"], data["prior"]))
+    for t in result.targets:
+        u = data["uncertainty"][t]
+        print(f"predicted {t}: {data['predicted'][t]:.4f} (fold models {u['fold_mean']:.4f} +- {u['fold_std']:.4f})")
+    print(f"{result.candidates:,} candidates scored in {result.seconds:.1f}s; mixture written to {out}")
+    return 0

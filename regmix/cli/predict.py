@@ -1,0 +1,35 @@
+"""`regmix predict`: predict the target for every mixture of a table."""
+
+from __future__ import annotations
+
+from regmix.cli import command_parser
+
+
+def register(sub) -> None:
+    p = command_parser(
+        sub, "predict", "Predict a fitted model's target for each row of a mixtures table.",
+        "regmix predict --model models/pile_cc --mixtures candidates.csv --out predictions.csv",
+    )
+    p.add_argument("--model", required=True, help="directory written by `regmix fit`")
+    p.add_argument("--mixtures", required=True, help="mixtures table; domains are matched by name")
+    p.add_argument("--renormalize", action="store_true")
+    p.add_argument("--out", required=True, help="CSV: the table's id column, then `prediction`")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import pandas as pd
+
+    from regmix.regress.fit import FittedModel, align_columns
+    from regmix.tables import load_mixtures, write_table
+
+    model = FittedModel.load(args.model)
+    table = load_mixtures(args.mixtures, renormalize=args.renormalize)
+    w = align_columns(model, table)
+    pred = model.predict(w)
+    out = pd.DataFrame({table.id_column: table.ids, "prediction": pred[:, 0]})
+    for t, name in enumerate(model.targets[1:], start=1):
+        out[f"prediction:{name}"] = pred[:, t]
+    write_table(out, args.out)
+    print(f"{len(out)} predictions written to {args.out}")
+    return 0

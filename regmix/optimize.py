@@ -1,0 +1,209 @@
+"""Search the mixture space with a fitted regressor.
+
+`topk` (RegMix): score N simulated candidates and average the k best (every candidate is scored by
+a screening model, for LightGBM one booster of the bag; the best 5% are rescored by the full
+model). `refine`: start there and
+for several rounds resample around the current answer with a tightening Dirichlet, moving to the
+mean of the round's k best when it scores better. The objective is the weighted sum of the
+predicted targets, plus an optional `kl_strength * KL(w || prior)` that keeps the answer near the
+runs' centre, where the regressor was trained. The answer always satisfies the space's bounds and
+repetition caps (checked, projected if rounding pushed it out).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from regmix.errors import RegmixError
+from regmix.regress.fit import FittedModel
+from regmix.sample import sample_mixtures
+from regmix.space import MixtureSpace
+
+CHUNK = 200_000
+SCREEN_KEEP = 0.05
+
+
+@dataclass(frozen=True)
+class OptimizeConfig:
+    samples: int = 1_000_000
+    top_k: int = 100
+    method: Literal["topk", "refine"] = "topk"
+    sampler: Literal["regmix", "uniform", "sobol"] = "regmix"
+    refine_rounds: int = 6
+    refine_samples: int = 20_000
+    refine_concentration: float = 100.0
+    kl_strength: float = 0.0
+    target_weights: tuple[float, ...] | None = None
+    seed: int = 0
+
+
+@dataclass
+class OptimizeResult:
+    domains: tuple[str, ...]
+    weights_K: np.ndarray
+    method: str
+    targets: list[str]
+    target_weights: list[float]
+    predicted_T: np.ndarray  # full-model prediction per target at the answer
+    fold_mean_T: np.ndarray  # mean over the cross-validation fold models
+    fold_std_T: np.ndarray  # spread over the fold models: the reported uncertainty
+    objective: float
+    topk_K: np.ndarray
+    refined_K: np.ndarray | None
+    candidates: int
+    seconds: float
+    prior_K: np.ndarray
+    kl_to_prior: float
+    extra: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        named = lambda v: {d: float(x) for d, x in zip(self.domains, v)}
+        out = {
+            "format": "regmix.mixture/1",
+            "weights": named(self.weights_K),
+            "method": self.method,
+            "targets": self.targets,
+            "target_weights": self.target_weights,
+            "predicted": {t: float(v) for t, v in zip(self.targets, self.predicted_T)},
+            "uncertainty": {
+                t: {"fold_mean": float(m), "fold_std": float(s)}
+                for t, m, s in zip(self.targets, self.fold_mean_T, self.fold_std_T)
+            },
+            "objective": self.objective,
+            "kl_to_prior": self.kl_to_prior,
+            "prior": named(self.prior_K),
+            "alternatives": {"topk": named(self.topk_K)},
+            "candidates_scored": self.candidates,
+            "seconds": round(self.seconds, 3),
+        }
+        if self.refined_K is not None:
+            out["alternatives"]["refine"] = named(self.refined_K)
+        out.update(self.extra)
+        return out
+
+
+def kl_N(w_NxK: np.ndarray, prior_K: np.ndarray) -> np.ndarray:
+    """KL(w || prior) per row, with 0 log 0 = 0 (inf where w puts mass on a zero-prior domain)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(w_NxK > 0, w_NxK * (np.log(w_NxK) - np.log(prior_K)), 0.0)
+    return terms.sum(axis=1)
+
+
+class Objective:
+    """Weighted sum of predicted targets plus the KL penalty; lower is better."""
+
+    def __init__(self, model: FittedModel, weights_T: np.ndarray, prior_K: np.ndarray, kl_strength: float):
+        self.model, self.weights_T, self.prior_K, self.kl_strength = model, weights_T, prior_K, kl_strength
+
+    def __call__(self, w_NxK: np.ndarray, screen: bool = False) -> np.ndarray:
+        value = self.model.predict(w_NxK, screen=screen) @ self.weights_T
+        if self.kl_strength:
+            value = value + self.kl_strength * kl_N(w_NxK, self.prior_K)
+        return value
+
+
+def optimize(
+    model: FittedModel,
+    space: MixtureSpace | None = None,
+    config: OptimizeConfig = OptimizeConfig(),
+    progress: bool = True,
+) -> OptimizeResult:
+    start = time.perf_counter()
+    if space is None:
+        space = MixtureSpace.from_prior(list(model.domains), model.prior_K)
+    space = space.with_domains(list(model.domains))
+    weights_T = _target_weights(model, config.target_weights)
+    if config.top_k < 1:
+        raise RegmixError(f"--top-k must be >= 1, got {config.top_k}")
+    objective = Objective(model, weights_T, space.prior_K, config.kl_strength)
+    rng = np.random.default_rng(config.seed)
+
+    candidates = sample_mixtures(space, config.samples, rng, config.sampler)
+    scores = np.empty(len(candidates))
+    with tqdm(total=len(candidates), desc="score candidates", unit="mix", unit_scale=True, disable=not progress, leave=False) as bar:
+        for lo in range(0, len(candidates), CHUNK):
+            scores[lo : lo + CHUNK] = objective(candidates[lo : lo + CHUNK], screen=True)
+            bar.update(min(CHUNK, len(candidates) - lo))
+    k = min(config.top_k, len(candidates))
+    # Two stages: every candidate gets the screening score; the best SCREEN_KEEP of them (at least
+    # 50 k) are rescored by the full model, whose k best are averaged.
+    keep = min(len(candidates), max(50 * k, int(SCREEN_KEEP * len(candidates))))
+    short = np.argpartition(scores, keep - 1)[:keep]
+    full = objective(candidates[short])
+    best = short[np.argpartition(full, k - 1)[:k]]
+    topk = _feasible(space, candidates[best].mean(axis=0))
+    scored = len(candidates)
+
+    refined = None
+    answer = topk
+    if config.method == "refine":
+        refined, extra = _refine(space, objective, topk, config, rng, progress)
+        scored += extra
+        answer = refined
+
+    folds_FxT = model.predict_folds(answer[None, :])[:, 0, :]
+    predicted = model.predict(answer[None, :])[0]
+    return OptimizeResult(
+        domains=model.domains,
+        weights_K=answer,
+        method=config.method,
+        targets=model.targets,
+        target_weights=weights_T.tolist(),
+        predicted_T=predicted,
+        fold_mean_T=folds_FxT.mean(axis=0),
+        fold_std_T=folds_FxT.std(axis=0, ddof=1) if len(folds_FxT) > 1 else np.zeros(len(predicted)),
+        objective=float(objective(answer[None, :])[0]),
+        topk_K=topk,
+        refined_K=refined,
+        candidates=scored,
+        seconds=time.perf_counter() - start,
+        prior_K=space.prior_K,
+        kl_to_prior=float(kl_N(answer[None, :], space.prior_K)[0]),
+    )
+
+
+def _refine(space, objective, start_K, config: OptimizeConfig, rng, progress) -> tuple[np.ndarray, int]:
+    current, current_score = start_K, float(objective(start_K[None, :])[0])
+    concentration = config.refine_concentration
+    scored = 0
+    for _ in tqdm(range(config.refine_rounds), desc="refine", disable=not progress, leave=False):
+        alpha = np.maximum(concentration * current, 1e-3)
+        g = rng.standard_gamma(np.broadcast_to(alpha, (config.refine_samples, space.k)))
+        cand = g / g.sum(axis=1, keepdims=True)
+        cand = cand[space.feasible_N(cand)]
+        if len(cand) == 0:
+            concentration *= 2
+            continue
+        s = objective(cand)
+        scored += len(cand)
+        k = min(config.top_k, len(cand))
+        proposal = _feasible(space, cand[np.argpartition(s, k - 1)[:k]].mean(axis=0))
+        proposal_score = float(objective(proposal[None, :])[0])
+        if proposal_score < current_score:
+            current, current_score = proposal, proposal_score
+        concentration *= 2
+    return current, scored
+
+
+def _feasible(space: MixtureSpace, w_K: np.ndarray) -> np.ndarray:
+    w_K = w_K / w_K.sum()
+    if not space.feasible_N(w_K[None, :], tol=1e-9)[0]:
+        w_K = space.project(w_K)
+    if not space.feasible_N(w_K[None, :], tol=1e-6)[0]:
+        raise RegmixError("optimizer could not find a mixture inside the bounds and caps")
+    return w_K
+
+
+def _target_weights(model: FittedModel, weights) -> np.ndarray:
+    t = len(model.targets)
+    if weights is None:
+        return np.full(t, 1.0 / t)
+    weights = np.asarray(weights, np.float64)
+    if weights.shape != (t,):
+        raise RegmixError(f"--target-weights: {len(weights)} weight(s) for {t} target(s) ({', '.join(model.targets)})")
+    return weights

@@ -1,0 +1,198 @@
+"""Fit a regressor on a sweep with honest, out-of-fold scores, and save/load it without pickle.
+
+K-fold cross-validation: each fold's model is trained on the other folds only (its own early
+stopping and round counts are chosen inside those rows), and predicts the held-out fold. The fold
+models are kept: their spread at a mixture is the uncertainty `regmix optimize` reports. The final
+model is refitted on every run.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from regmix.errors import RegmixError
+from regmix.regress.metrics import score
+from regmix.regress.models import load_model, make_model
+from regmix.tables import MixtureTable, write_table
+
+FORMAT = 1
+
+
+@dataclass(eq=False)
+class FittedModel:
+    kind: str
+    targets: list[str]
+    domains: tuple[str, ...]
+    columns: tuple[str, ...]
+    prior_K: np.ndarray  # centre of the runs (mean training mixture): where the regressor is trusted
+    full: list  # per target
+    folds: list[list]  # per target, per fold
+    cv: dict[str, dict[str, float]] = field(default_factory=dict)
+    n_runs: int = 0
+    seed: int = 0
+
+    def predict(self, w_NxK: np.ndarray, screen: bool = False) -> np.ndarray:
+        """Predicted targets `y_NxT` of the full models (`screen`: a cheaper first-pass estimate
+        where the model has one, e.g. one booster of a LightGBM bag)."""
+        if screen:
+            return np.stack([m.predict(w_NxK, screen=True) if hasattr(m, "boosters") else m.predict(w_NxK) for m in self.full], axis=1)
+        return np.stack([m.predict(w_NxK) for m in self.full], axis=1)
+
+    def predict_folds(self, w_NxK: np.ndarray) -> np.ndarray:
+        """Predictions of every fold model, `y_FxNxT`."""
+        n_folds = len(self.folds[0])
+        return np.stack(
+            [np.stack([self.folds[t][f].predict(w_NxK) for t in range(len(self.targets))], axis=1) for f in range(n_folds)]
+        )
+
+    # -- persistence -----------------------------------------------------------------------------
+    def save(self, directory: str | Path) -> None:
+        directory = Path(directory)
+        tmp = directory.with_name(directory.name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        meta = {
+            "format": FORMAT,
+            "kind": self.kind,
+            "targets": self.targets,
+            "domains": list(self.domains),
+            "columns": list(self.columns),
+            "prior": self.prior_K.tolist(),
+            "cv": self.cv,
+            "n_runs": self.n_runs,
+            "seed": self.seed,
+            "full": [m.save(tmp, f"t{t}.full") for t, m in enumerate(self.full)],
+            "folds": [[m.save(tmp, f"t{t}.fold{f}") for f, m in enumerate(ms)] for t, ms in enumerate(self.folds)],
+        }
+        (tmp / "model.json").write_text(json.dumps(meta, indent=1))
+        if directory.exists():
+            stale = [p for p in directory.iterdir() if p.name == "model.json" or p.name.endswith(".lgb.txt")]
+            for p in stale:
+                p.unlink()
+        directory.mkdir(parents=True, exist_ok=True)
+        for p in tmp.iterdir():
+            p.replace(directory / p.name)
+        tmp.rmdir()
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "FittedModel":
+        directory = Path(directory)
+        path = directory / "model.json"
+        if not path.exists():
+            raise RegmixError(f"{directory}: no model.json (not a model written by `regmix fit`)")
+        try:
+            meta = json.loads(path.read_text())
+            if meta.get("format") != FORMAT:
+                raise RegmixError(f"{path}: unsupported model format {meta.get('format')!r}")
+            return cls(
+                kind=meta["kind"],
+                targets=list(meta["targets"]),
+                domains=tuple(meta["domains"]),
+                columns=tuple(meta["columns"]),
+                prior_K=np.asarray(meta["prior"], np.float64),
+                full=[load_model(directory, m) for m in meta["full"]],
+                folds=[[load_model(directory, m) for m in ms] for ms in meta["folds"]],
+                cv=meta.get("cv", {}),
+                n_runs=meta.get("n_runs", 0),
+                seed=meta.get("seed", 0),
+            )
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise RegmixError(f"{path}: corrupt model file ({type(err).__name__}: {err})") from None
+        except Exception as err:  # a LightGBM text file that fails to parse
+            if isinstance(err, RegmixError):
+                raise
+            raise RegmixError(f"{directory}: cannot load model: {str(err).splitlines()[0]}") from None
+
+
+def fold_ids(n: int, folds: int, seed: int) -> np.ndarray:
+    """Balanced random fold assignment of n rows."""
+    if folds < 2 or folds > n:
+        raise RegmixError(f"--folds must be between 2 and the number of runs ({n}), got {folds}")
+    return np.random.default_rng(seed).permutation(n) % folds
+
+
+def fit_sweep(
+    mixtures: MixtureTable,
+    y_NxT: np.ndarray,
+    targets: list[str],
+    kind: str = "lightgbm",
+    folds: int = 5,
+    seed: int = 0,
+    progress: bool = True,
+) -> tuple[FittedModel, pd.DataFrame]:
+    """Cross-validate and fit one model per target; returns the model and out-of-fold predictions."""
+    make_model(kind)  # unknown kind fails before any work
+    w = mixtures.w_NxK
+    n = len(w)
+    fold_N = fold_ids(n, folds, seed)
+    oof = np.zeros_like(y_NxT)
+    fold_models: list[list] = [[] for _ in targets]
+    full = []
+    steps = len(targets) * (folds + 1)
+    with tqdm(total=steps, desc=f"fit {kind}", unit="model", disable=not progress, leave=False) as bar:
+        for t in range(len(targets)):
+            y = y_NxT[:, t]
+            for f in range(folds):
+                train, test = fold_N != f, fold_N == f
+                model = make_model(kind).fit(w[train], y[train], seed + f)
+                oof[test, t] = model.predict(w[test])
+                fold_models[t].append(model)
+                bar.update()
+            full.append(make_model(kind).fit(w, y, seed))
+            bar.update()
+    cv = {name: score(y_NxT[:, t], oof[:, t]) for t, name in enumerate(targets)}
+    fitted = FittedModel(
+        kind=kind,
+        targets=list(targets),
+        domains=mixtures.domains,
+        columns=mixtures.columns,
+        prior_K=w.mean(axis=0),
+        full=full,
+        folds=fold_models,
+        cv=cv,
+        n_runs=n,
+        seed=seed,
+    )
+    table = pd.DataFrame({mixtures.id_column: mixtures.ids, "fold": fold_N})
+    for t, name in enumerate(targets):
+        table[name] = y_NxT[:, t]
+        table[f"{name}:oof"] = oof[:, t]
+    return fitted, table
+
+
+def save_fit(model: FittedModel, oof_table: pd.DataFrame, directory: str | Path) -> None:
+    model.save(directory)
+    write_table(oof_table, Path(directory) / "cv_predictions.csv")
+
+
+def align_columns(model: FittedModel, table: MixtureTable) -> np.ndarray:
+    """The table's weights in the model's domain order, matched by name (raw or prefix-stripped).
+
+    A domain the model knows but the table lacks is an error; a domain the table has but the model
+    does not know must carry zero weight everywhere."""
+    by_name = {}
+    for j, (raw, short) in enumerate(zip(table.columns, table.domains)):
+        by_name.setdefault(raw, j)
+        by_name.setdefault(short, j)
+    idx = []
+    for raw, short in zip(model.columns, model.domains):
+        j = by_name.get(raw, by_name.get(short))
+        if j is None:
+            raise RegmixError(f"{table.path}: no column for domain '{short}' that the model was fitted on")
+        idx.append(j)
+    extra = sorted(set(range(len(table.columns))) - set(idx))
+    for j in extra:
+        nonzero = np.flatnonzero(table.w_NxK[:, j] > 0)
+        if len(nonzero):
+            raise RegmixError(
+                f"{table.path}: {table.id_column} {table.ids[nonzero[0]]}: column '{table.columns[j]}' "
+                "is a domain the model does not know, with non-zero weight"
+            )
+    return table.w_NxK[:, idx]

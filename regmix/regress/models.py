@@ -1,0 +1,227 @@
+"""Regressors from mixture weights `w_NxK` to one target `y_N`.
+
+Each model: `fit(w_NxK, y_N, seed)`, `predict(w_NxK)`, and a pickle-free `save(dir, stem)` /
+`load(dir, stem, meta)` (JSON for parameters; LightGBM's own text format for trees).
+- `lightgbm`: gradient-boosted trees; leaf sizes scale with the number of runs, and the number of
+  boosting rounds is chosen by an inner cross-validation on the training rows only.
+- `linear`: ridge regression on the weights (penalty chosen by inner leave-fold-out error).
+- `mixing-law`: the exp-of-linear law of Data Mixing Laws, L(w) = c + k * exp(t . w).
+- `ensemble`: the mean of the three.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+from scipy.optimize import least_squares
+
+from regmix.errors import RegmixError
+
+MODEL_KINDS = ("lightgbm", "linear", "mixing-law", "ensemble")
+
+
+def lightgbm_params(n: int, seed: int, threads: int = 1) -> dict:
+    """LightGBM settings adapted to `n` training runs (the default min_data_in_leaf=20 cannot split
+    32 runs at all). One thread: on a few hundred rows OpenMP's spinning costs more than it gives."""
+    return {
+        "objective": "regression",
+        "learning_rate": 0.1,
+        "num_leaves": int(min(31, max(4, n // 8))),
+        "min_data_in_leaf": int(max(2, min(20, n // 16))),
+        "min_data_in_bin": 1,
+        "feature_fraction": 0.7,
+        "bagging_fraction": 0.9,
+        "bagging_freq": 1,
+        "lambda_l2": 1e-3,
+        "seed": seed,
+        "deterministic": True,
+        "force_row_wise": True,
+        "num_threads": threads,
+        "verbosity": -1,
+    }
+
+
+class LightGBMModel:
+    """A small bag of boosters (seeds differ) averaged; rounds picked by inner CV on training rows."""
+
+    kind = "lightgbm"
+    max_rounds = 3000
+    patience = 30
+    bag = 3
+
+    def __init__(self, boosters: list[lgb.Booster] | None = None, rounds: int | None = None):
+        self.boosters = boosters or []
+        self.rounds = rounds
+        self._compiled = None
+
+    def fit(self, w_NxK: np.ndarray, y_N: np.ndarray, seed: int = 0) -> "LightGBMModel":
+        n = len(y_N)
+        params = lightgbm_params(n, seed)
+        data = lgb.Dataset(w_NxK, y_N, params={"verbosity": -1, "min_data_in_bin": 1}, free_raw_data=False)
+        folds = min(5, n // 4)
+        if folds >= 2:
+            # Rounds chosen on the training rows only: the rows being scored never steer training.
+            result = lgb.cv(
+                params, data, num_boost_round=self.max_rounds, nfold=folds, stratified=False, seed=seed,
+                callbacks=[lgb.early_stopping(self.patience, verbose=False)],
+            )
+            rounds = len(next(iter(result.values())))
+        else:
+            rounds = 100
+        self.rounds = int(rounds)
+        self.boosters = [lgb.train({**params, "seed": seed + 7919 * i}, data, num_boost_round=self.rounds) for i in range(self.bag)]
+        self._compiled = None
+        return self
+
+    def predict(self, w_NxK: np.ndarray, screen: bool = False) -> np.ndarray:
+        """Mean of the bag; `screen=True` uses the first booster alone (a third of the cost), for
+        a first pass over many candidates. Large inputs run on compiled trees when possible."""
+        boosters = self.boosters[:1] if screen else self.boosters
+        if len(w_NxK) >= 10_000:
+            from regmix.regress.compiled import compiled_predictor
+
+            if self._compiled is None:
+                self._compiled = {}
+            if screen not in self._compiled:
+                self._compiled[screen] = compiled_predictor(boosters)
+            if self._compiled[screen] is not False:
+                return self._compiled[screen](w_NxK)
+        return np.mean([b.predict(w_NxK, num_threads=1) for b in boosters], axis=0)
+
+    def save(self, directory: Path, stem: str) -> dict:
+        files = []
+        for i, b in enumerate(self.boosters):
+            files.append(f"{stem}.b{i}.lgb.txt")
+            b.save_model(str(directory / files[-1]))
+        return {"kind": self.kind, "rounds": self.rounds, "files": files}
+
+    @classmethod
+    def load(cls, directory: Path, meta: dict) -> "LightGBMModel":
+        return cls([lgb.Booster(model_file=str(directory / f)) for f in meta["files"]], meta["rounds"])
+
+
+class LinearModel:
+    kind = "linear"
+    alphas = (1e-6, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+
+    def __init__(self, coef_K=None, intercept: float = 0.0, alpha: float = 0.0):
+        self.coef_K = None if coef_K is None else np.asarray(coef_K, np.float64)
+        self.intercept = intercept
+        self.alpha = alpha
+
+    @staticmethod
+    def _solve(w, y, alpha):
+        mu_w, mu_y = w.mean(axis=0), y.mean()
+        wc = w - mu_w
+        coef = np.linalg.solve(wc.T @ wc + alpha * len(y) * np.eye(w.shape[1]), wc.T @ (y - mu_y))
+        return coef, float(mu_y - mu_w @ coef)
+
+    def fit(self, w_NxK, y_N, seed: int = 0) -> "LinearModel":
+        rng = np.random.default_rng(seed)
+        fold_N = rng.permutation(len(y_N)) % max(2, min(5, len(y_N) // 2))
+        errors = []
+        for alpha in self.alphas:
+            err = 0.0
+            for f in np.unique(fold_N):
+                tr, te = fold_N != f, fold_N == f
+                coef, b = self._solve(w_NxK[tr], y_N[tr], alpha)
+                err += np.sum((w_NxK[te] @ coef + b - y_N[te]) ** 2)
+            errors.append(err)
+        self.alpha = float(self.alphas[int(np.argmin(errors))])
+        self.coef_K, self.intercept = self._solve(w_NxK, y_N, self.alpha)
+        return self
+
+    def predict(self, w_NxK) -> np.ndarray:
+        return w_NxK @ self.coef_K + self.intercept
+
+    def save(self, directory: Path, stem: str) -> dict:
+        return {"kind": self.kind, "coef": self.coef_K.tolist(), "intercept": self.intercept, "alpha": self.alpha}
+
+    @classmethod
+    def load(cls, directory: Path, meta: dict) -> "LinearModel":
+        return cls(meta["coef"], meta["intercept"], meta["alpha"])
+
+
+class MixingLawModel:
+    """L(w) = c + k * exp(t . w), fitted by least squares from several starts."""
+
+    kind = "mixing-law"
+
+    def __init__(self, c: float = 0.0, k: float = 1.0, t_K=None):
+        self.c, self.k = c, k
+        self.t_K = None if t_K is None else np.asarray(t_K, np.float64)
+
+    @staticmethod
+    def _law(p, w):
+        c, log_k, t = p[0], p[1], p[2:]
+        return c + np.exp(log_k + np.clip(w @ t, -50, 50))
+
+    def fit(self, w_NxK, y_N, seed: int = 0) -> "MixingLawModel":
+        rng = np.random.default_rng(seed)
+        n, k = w_NxK.shape
+        best = None
+        scale = float(np.std(y_N)) or 1.0
+        for start in range(6):
+            c0 = float(np.min(y_N)) - scale * (0.5 + start * 0.5)
+            p0 = np.concatenate([[c0, np.log(max(np.mean(y_N) - c0, 1e-6))], rng.normal(0, 0.5, k)])
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                res = least_squares(lambda p: self._law(p, w_NxK) - y_N, p0, method="trf", max_nfev=2000)
+            if best is None or res.cost < best.cost:
+                best = res
+        self.c, self.k, self.t_K = float(best.x[0]), float(np.exp(best.x[1])), best.x[2:]
+        return self
+
+    def predict(self, w_NxK) -> np.ndarray:
+        return self.c + self.k * np.exp(np.clip(w_NxK @ self.t_K, -50, 50))
+
+    def save(self, directory: Path, stem: str) -> dict:
+        return {"kind": self.kind, "c": self.c, "k": self.k, "t": self.t_K.tolist()}
+
+    @classmethod
+    def load(cls, directory: Path, meta: dict) -> "MixingLawModel":
+        return cls(meta["c"], meta["k"], meta["t"])
+
+
+class EnsembleModel:
+    """Mean prediction of LightGBM, ridge and the mixing law."""
+
+    kind = "ensemble"
+
+    def __init__(self, members=None):
+        self.members = members or [LightGBMModel(), LinearModel(), MixingLawModel()]
+
+    def fit(self, w_NxK, y_N, seed: int = 0) -> "EnsembleModel":
+        for m in self.members:
+            m.fit(w_NxK, y_N, seed)
+        return self
+
+    def predict(self, w_NxK) -> np.ndarray:
+        return np.mean([m.predict(w_NxK) for m in self.members], axis=0)
+
+    def save(self, directory: Path, stem: str) -> dict:
+        return {"kind": self.kind, "members": [m.save(directory, f"{stem}.m{i}") for i, m in enumerate(self.members)]}
+
+    @classmethod
+    def load(cls, directory: Path, meta: dict) -> "EnsembleModel":
+        return cls([load_model(directory, m) for m in meta["members"]])
+
+
+_CLASSES = {c.kind: c for c in (LightGBMModel, LinearModel, MixingLawModel, EnsembleModel)}
+
+
+def make_model(kind: str):
+    if kind not in _CLASSES:
+        raise RegmixError(f"unknown model '{kind}' (choices: {', '.join(MODEL_KINDS)})")
+    return _CLASSES[kind]()
+
+
+def load_model(directory: Path, meta: dict):
+    kind = meta.get("kind")
+    if kind not in _CLASSES:
+        raise RegmixError(f"{directory}: unknown model kind {kind!r} in model.json")
+    return _CLASSES[kind].load(directory, meta)
