@@ -76,7 +76,7 @@ def sample_mixtures(
     out = np.concatenate(kept)[:n] if kept else np.zeros((0, space.k))
     if len(out) < n:
         raise RegmixError(
-            f"sampler '{method}' found only {len(out)} of {n} feasible mixtures "
+            f"sampler '{method}' found only {len(out)} of {n} distinct feasible mixtures "
             f"(acceptance {accepted / max(drawn, 1):.2%}); loosen the bounds/caps or use another sampler"
         )
     return out

@@ -1,0 +1,61 @@
+import numpy as np
+import pytest
+
+from regmix.optimize import OptimizeConfig, kl_N, optimize
+from regmix.regress.fit import fit_sweep
+from regmix.space import MixtureSpace
+from regmix.tables import load_sweep
+
+from helpers_tables import synthetic_sweep
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("opt")
+    mix_path, met_path, *_ = synthetic_sweep(tmp, n=128, k=5, noise=0.0)
+    mix, y, names = load_sweep(mix_path, met_path, ["target", "other"])
+    fitted, _ = fit_sweep(mix, y, names, kind="mixing-law", folds=4, seed=0, progress=False)
+    return fitted
+
+
+def test_finds_the_known_optimum(model):
+    # loss = 3 + exp(w . t) with t increasing: all weight on the first domain is best.
+    result = optimize(model, config=OptimizeConfig(samples=20_000, top_k=20, seed=0), progress=False)
+    assert result.weights_K[0] > 0.85
+    assert result.fold_std_T.shape == (2,) and np.all(result.fold_std_T >= 0)
+    refined = optimize(model, config=OptimizeConfig(samples=20_000, top_k=20, method="refine", seed=0), progress=False)
+    assert refined.objective <= result.objective + 1e-12
+
+
+def test_answer_respects_bounds_and_caps(model):
+    domains = list(model.domains)
+    space = MixtureSpace.from_prior(domains, model.prior_K, lower=[0, 0.1, 0, 0, 0], upper=[0.4, 1, 1, 1, 1],
+                                    max_epochs=1.0, token_budget=1000.0, tokens=[350, 1000, 1000, 1000, 1000])
+    result = optimize(model, space, OptimizeConfig(samples=20_000, top_k=50, seed=1), progress=False)
+    w = result.weights_K
+    assert space.feasible_N(w[None], tol=1e-9)[0]
+    assert w[0] <= 0.35 + 1e-9 and w[1] >= 0.1 - 1e-9
+
+
+def test_kl_penalty_pulls_towards_prior(model):
+    free = optimize(model, config=OptimizeConfig(samples=20_000, seed=0), progress=False)
+    tied = optimize(model, config=OptimizeConfig(samples=20_000, seed=0, kl_strength=5.0), progress=False)
+    assert tied.kl_to_prior < free.kl_to_prior
+
+
+def test_target_weights_choose_the_objective(model):
+    a = optimize(model, config=OptimizeConfig(samples=5000, seed=0, target_weights=(1.0, 0.0)), progress=False)
+    assert a.target_weights == [1.0, 0.0]
+    assert a.objective == pytest.approx(a.predicted_T[0])
+
+
+def test_same_seed_same_answer(model):
+    a = optimize(model, config=OptimizeConfig(samples=5000, seed=4), progress=False)
+    b = optimize(model, config=OptimizeConfig(samples=5000, seed=4), progress=False)
+    assert np.array_equal(a.weights_K, b.weights_K)
+
+
+def test_kl():
+    p = np.array([0.5, 0.5])
+    assert kl_N(np.array([[0.5, 0.5]]), p)[0] == pytest.approx(0.0)
+    assert kl_N(np.array([[1.0, 0.0]]), p)[0] == pytest.approx(np.log(2))
