@@ -11,6 +11,7 @@ All take a `numpy.random.Generator`; nothing touches global random state.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
 
@@ -20,6 +21,7 @@ from regmix.errors import RegmixError
 from regmix.space import MixtureSpace
 
 Method = Literal["regmix", "uniform", "sobol"]
+STREAMS = 4
 METHODS = ("regmix", "uniform", "sobol")
 
 
@@ -43,8 +45,13 @@ def sample_mixtures(
     method: Method = "regmix",
     config: SamplerConfig = SamplerConfig(),
     max_rounds: int = 200,
+    threads: int = 1,
 ) -> np.ndarray:
-    """Draw `n` feasible mixtures `w_NxK` (rows on the simplex, inside bounds and caps)."""
+    """Draw `n` feasible mixtures `w_NxK` (rows on the simplex, inside bounds and caps).
+
+    Each round's draw is split into STREAMS independent child generators, whatever `threads` is,
+    so the result depends on the seed alone; `threads` only runs the streams in parallel (numpy
+    releases the GIL while it draws)."""
     if method not in METHODS:
         raise RegmixError(f"unknown sampler '{method}' (choices: {', '.join(METHODS)})")
     if n <= 0:
@@ -58,12 +65,23 @@ def sample_mixtures(
     for _ in range(max_rounds):
         if method == "sobol":
             w = _draw_sobol(space, batch, rng, sobol_state)
+            drawn += len(w)
+            w = w[space.feasible_N(w)]
         else:
-            w = draw(space, batch, rng, config)
-        drawn += len(w)
-        if config.round_to and method != "sobol":
-            w = _round_to_grid(w, config.round_to)
-        w = w[space.feasible_N(w)]
+            def stream(child):
+                part = draw(space, -(-batch // STREAMS), child, config)
+                if config.round_to:
+                    part = _round_to_grid(part, config.round_to)
+                return len(part), part[space.feasible_N(part)]
+
+            children = rng.spawn(STREAMS)
+            if threads > 1:
+                with ThreadPoolExecutor(min(threads, STREAMS)) as pool:
+                    parts = list(pool.map(stream, children))
+            else:
+                parts = [stream(c) for c in children]
+            drawn += sum(p[0] for p in parts)
+            w = np.concatenate([p[1] for p in parts])
         accepted += len(w)
         kept.append(w)
         if dedupe:

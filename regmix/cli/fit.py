@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from regmix.cli import command_parser
-from regmix.regress.models import MODEL_KINDS
+from regmix.regress.kinds import MODEL_KINDS
 from regmix.tables import EMBEDDED_TARGET
 
 

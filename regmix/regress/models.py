@@ -21,7 +21,7 @@ from scipy.optimize import least_squares
 
 from regmix.errors import RegmixError
 
-MODEL_KINDS = ("lightgbm", "linear", "mixing-law", "ensemble")
+from regmix.regress.kinds import MODEL_KINDS
 
 
 def lightgbm_params(n: int, seed: int, threads: int = 1) -> dict:

@@ -1,0 +1,1 @@
+"""Regression from mixture weights to target metrics: models, cross-validation, persistence."""
