@@ -34,7 +34,8 @@ from regmix.config import from_dict, to_dict
 from regmix.corpus.store import TokenStore
 from regmix.errors import RegmixError
 
-PROCESS_OVERHEAD_BYTES = 700e6  # one JAX process before any proxy (runtime, compiled code, data)
+PROCESS_OVERHEAD_BYTES = 0.6e9  # one JAX process before any proxy (runtime, compiled code, data)
+ACTIVATION_FACTOR = 1.6  # measured peak RSS / the activation count below (XLA buffers, malloc slack)
 
 
 def run_id(i: int) -> str:
@@ -60,7 +61,7 @@ def proxy_bytes(cfg: ModelConfig, vocab: int, train: TrainConfig) -> float:
     attn = cfg.n_heads * t * t * (n + 1) / (2 * n) * 2  # probabilities and their gradient
     per_layer = t * (12 * d + 4 * cfg.d_ff) + attn
     acts = b * (cfg.n_layers * per_layer + 3 * t * vocab)
-    return 4.0 * (5 * params + acts)
+    return 4.0 * (5 * params + ACTIVATION_FACTOR * acts)
 
 
 def plan_groups(n: int, workers: int, budget_bytes: float, per_proxy: float, group_size: int = 0) -> list[list[int]]:
@@ -70,11 +71,16 @@ def plan_groups(n: int, workers: int, budget_bytes: float, per_proxy: float, gro
         group_size = max(1, min(int(fit), math.ceil(n / workers)))
     n_groups = math.ceil(n / group_size)
     n_groups = min(n, math.ceil(n_groups / workers) * workers)
-    size = math.ceil(n / n_groups)
-    return [list(range(i, min(i + size, n))) for i in range(0, n, size)]
+    # Sizes differ by at most one (at most two compiled shapes), larger groups first.
+    return [part.tolist() for part in np.array_split(np.arange(n), n_groups)]
 
 
 def default_workers() -> int:
+    """One worker per core on CPUs; one process (whose mesh spans the devices) on accelerators."""
+    import jax
+
+    if jax.default_backend() != "cpu":
+        return 1
     return len(os.sched_getaffinity(0))
 
 
