@@ -142,17 +142,22 @@ def display_names(columns) -> tuple[str, ...]:
     return tuple(c[len(prefix):] for c in columns)
 
 
-def load_mixtures(path: str | Path, tolerance: float = SUM_TOLERANCE, renormalize: bool = False) -> MixtureTable:
-    """Read a mixtures table and check every row: no negative or NaN weights, sum 1 within tolerance
-    (rows inside it are renormalised; with `renormalize` every positive row is)."""
-    path = Path(path)
+def _read_numeric_table(path: Path, what: str) -> tuple[str, np.ndarray, list[str], np.ndarray]:
+    """Id column, ids, value column names and parsed values of a table."""
     frame = read_frame(path)
     id_col = _id_column(frame)
     ids = _ids(frame, id_col, path)
     columns = _value_columns(frame, id_col)
     if not columns:
-        raise RegmixError(f"{path}: no domain columns besides the id column '{id_col}'")
-    w = _numeric(frame, columns, ids, path, id_col)
+        raise RegmixError(f"{path}: no {what} columns besides the id column '{id_col}'")
+    return id_col, ids, columns, _numeric(frame, columns, ids, path, id_col)
+
+
+def load_mixtures(path: str | Path, tolerance: float = SUM_TOLERANCE, renormalize: bool = False) -> MixtureTable:
+    """Read a mixtures table and check every row: no negative or NaN weights, sum 1 within tolerance
+    (rows inside it are renormalised; with `renormalize` every positive row is)."""
+    path = Path(path)
+    id_col, ids, columns, w = _read_numeric_table(path, "domain")
     nan_rows, nan_cols = np.nonzero(np.isnan(w))
     if len(nan_rows):
         raise RegmixError(f"{path}: {id_col} {ids[nan_rows[0]]}, column '{columns[nan_cols[0]]}': weight is missing or NaN")
@@ -177,13 +182,7 @@ def load_mixtures(path: str | Path, tolerance: float = SUM_TOLERANCE, renormaliz
 
 def load_metrics(path: str | Path) -> MetricTable:
     path = Path(path)
-    frame = read_frame(path)
-    id_col = _id_column(frame)
-    ids = _ids(frame, id_col, path)
-    columns = _value_columns(frame, id_col)
-    if not columns:
-        raise RegmixError(f"{path}: no metric columns besides the id column '{id_col}'")
-    values = _numeric(frame, columns, ids, path, id_col)
+    id_col, ids, columns, values = _read_numeric_table(path, "metric")
     values[~np.isfinite(values)] = np.nan  # inf loss = diverged run
     return MetricTable(str(path), id_col, ids, tuple(columns), values)
 
