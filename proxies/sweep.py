@@ -109,6 +109,13 @@ def _check_domains(cfg: SweepConfig, store: TokenStore, where: str) -> tuple[lis
         for d in names:
             if d not in store.domains:
                 raise RegmixError(f"{where}: {field}: unknown domain '{d}' (store has: {', '.join(store.domains)})")
+    need = cfg.train.seq_len + 1
+    for split, names in (("valid", evals), ("train", train)):
+        for d in names:
+            have = int(store.meta["domains"][d].get(f"{split}_tokens", 0))
+            if have < need:
+                raise RegmixError(f"{where}: train.seq_len {cfg.train.seq_len} is longer than the {split} split "
+                                  f"of '{d}' ({have} tokens)")
     for name in cfg.lr_scale:
         if not (name.startswith("p") and name[1:].isdigit() and int(name[1:]) < cfg.n_proxies):
             raise RegmixError(f"{where}: lr_scale: unknown run '{name}'")
@@ -132,6 +139,23 @@ def sample(cfg: SweepConfig, store: TokenStore, domains: list[str]) -> np.ndarra
                            config=SamplerConfig(temperature=cfg.temperature))
 
 
+def _difference(old: dict, new: dict, path: str = "") -> str:
+    """First differing dotted key of two JSON-like mappings, described; '' when equal."""
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        where = f"{path}.{key}" if path else key
+        if isinstance(a, dict) and isinstance(b, dict):
+            found = _difference(a, b, where)
+            if found:
+                return found
+        elif a != b:
+            if where == "store.tokenizer":
+                return f"the token store's tokenizer changed: {a!r} -> {b!r}"
+            text = lambda v: (repr(v) if len(repr(v)) <= 40 else repr(v)[:37] + "...")
+            return f"{where.removeprefix('config.')}: {text(a)} -> {text(b)}"
+    return ""
+
+
 def prepare(cfg: SweepConfig, out: Path, where: str, force: bool = False, workers: int | None = None) -> dict:
     """Create or check DIR/sweep.json and DIR/mixtures.csv; returns the sweep record."""
     store = TokenStore.open(cfg.store)
@@ -143,10 +167,10 @@ def prepare(cfg: SweepConfig, out: Path, where: str, force: bool = False, worker
     path = out / "sweep.json"
     if path.exists():
         record = json.loads(path.read_text())
-        if {"config": record["config"], "store": record["store"]} != json.loads(json.dumps(identity)):
+        what = _difference({"config": record["config"], "store": record["store"]}, json.loads(json.dumps(identity)))
+        if what:
             if not force:
-                raise RegmixError(f"{out}: holds a different sweep (config or store changed); "
-                                  "use another --out or --force to discard it")
+                raise RegmixError(f"{out}: holds a different sweep ({what}); use another --out or --force to discard it")
             for name in ("sweep.json", "mixtures.csv", "metrics.csv", "status.csv"):
                 (out / name).unlink(missing_ok=True)
             shutil.rmtree(out / "groups", ignore_errors=True)

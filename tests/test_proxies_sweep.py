@@ -107,7 +107,7 @@ def test_bad_input(env, reference, tmp_path, capsys):
     code, err = run_with({"store": str(tmp_path / "missing")})
     assert code == 2 and "no token store" in err
     code, err = run_with({"train": {**TRAIN, "seq_len": 1024}})
-    assert code == 2 and "validation split" in err
+    assert code == 2 and "longer than the valid split" in err and "train.seq_len" in err
     code, err = run_with({"seed": 5}, out=reference)  # a different sweep in the output folder
-    assert code == 2 and "different sweep" in err
+    assert code == 2 and "different sweep (seed: 0 -> 5)" in err
     assert "p0000" in (reference / "metrics.csv").read_text()
