@@ -80,3 +80,16 @@ def test_bad_model_dir(tmp_path):
         FittedModel.load(tmp_path)
     with pytest.raises(RegmixError, match="unknown model 'forest'"):
         make_model("forest")
+
+
+@pytest.mark.parametrize("kind", MODEL_KINDS)
+def test_few_runs_do_not_extrapolate_wildly(kind):
+    """12 runs over 10 domains: predictions anywhere on the simplex stay near the measured range."""
+    rng = np.random.default_rng(5)
+    w = rng.dirichlet(np.ones(10) * 0.3, 12)
+    y = 3.0 + w @ rng.normal(0, 0.3, 10) + rng.normal(0, 0.05, 12)
+    model = make_model(kind).fit(w, y, seed=0)
+    pred = model.predict(rng.dirichlet(np.ones(10) * 0.2, 5000))
+    assert np.all(np.isfinite(pred))
+    span = np.ptp(y)
+    assert pred.min() > y.min() - 10 * span and pred.max() < y.max() + 10 * span

@@ -147,9 +147,14 @@ class LinearModel:
 
 
 class MixingLawModel:
-    """L(w) = c + k * exp(t . w), fitted by least squares from several starts."""
+    """L(w) = c + k * exp(t . w), fitted by least squares from several starts.
+
+    The exponents are bounded (|t| <= T_MAX) and lightly ridge-penalised, so a sweep with few runs
+    per domain cannot fit an exponent that explodes away from the runs."""
 
     kind = "mixing-law"
+    T_MAX = 10.0
+    RIDGE = 1e-3
 
     def __init__(self, c: float = 0.0, k: float = 1.0, t_K=None):
         self.c, self.k = c, k
@@ -158,19 +163,26 @@ class MixingLawModel:
     @staticmethod
     def _law(p, w):
         c, log_k, t = p[0], p[1], p[2:]
-        return c + np.exp(log_k + np.clip(w @ t, -50, 50))
+        return c + np.exp(np.clip(log_k + w @ t, -50, 50))
 
     def fit(self, w_NxK, y_N, seed: int = 0) -> "MixingLawModel":
         rng = np.random.default_rng(seed)
         n, k = w_NxK.shape
         best = None
         scale = float(np.std(y_N)) or 1.0
+        ridge = np.sqrt(self.RIDGE * n) * scale
+        lower = np.concatenate([[-np.inf, -50.0], np.full(k, -self.T_MAX)])
+        upper = np.concatenate([[np.inf, 50.0], np.full(k, self.T_MAX)])
         for start in range(6):
             c0 = float(np.min(y_N)) - scale * (0.5 + start * 0.5)
-            p0 = np.concatenate([[c0, np.log(max(np.mean(y_N) - c0, 1e-6))], rng.normal(0, 0.5, k)])
+            t0 = np.clip(rng.normal(0, 0.5, k), -self.T_MAX + 1e-6, self.T_MAX - 1e-6)
+            p0 = np.concatenate([[c0, np.log(max(np.mean(y_N) - c0, 1e-6))], t0])
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                res = least_squares(lambda p: self._law(p, w_NxK) - y_N, p0, method="trf", max_nfev=2000)
+                res = least_squares(
+                    lambda p: np.concatenate([self._law(p, w_NxK) - y_N, ridge * p[2:]]),
+                    p0, bounds=(lower, upper), method="trf", max_nfev=2000,
+                )
             if best is None or res.cost < best.cost:
                 best = res
         self.c, self.k, self.t_K = float(best.x[0]), float(np.exp(best.x[1])), best.x[2:]
