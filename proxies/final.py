@@ -1,0 +1,176 @@
+"""Final runs: a larger model trained on a few named mixtures, paired over seeds, in pinned workers.
+
+For one seed every mixture starts from the same initialization (`same_init`) and the training
+seed is the seed itself, so the difference between two mixtures at a seed is a paired difference.
+A run may follow a schedule: its base mixture, then another one for the last `final_fraction` of
+the steps (end-of-training upsampling).
+
+Layout of the output folder::
+
+    DIR/plan.json            what is trained (fixed on first run; a different plan is refused)
+    DIR/jobs/jNNN.json       one finished job: a seed and some of the mixtures (curves included)
+    DIR/jobs/jNNN/ckpt/      orbax checkpoint while the job trains (resume after a kill)
+
+`run_final(...)` trains the missing jobs (in worker processes, one per core) and returns
+`collect(DIR)`: per mixture, per seed, the final and curve losses per evaluation domain.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from proxies.config import ModelConfig, TrainConfig
+from proxies.sweep import atomic_write_text, locked
+from regmix.config import from_dict, to_dict
+from regmix.errors import RegmixError
+
+
+def make_plan(store: str | Path, domains: list[str], mixtures: dict[str, dict[str, float]], *,
+              model: ModelConfig, train: TrainConfig, seeds: list[int], eval_domains: list[str],
+              final_mixtures: dict[str, dict[str, float]] | None = None, final_fraction: float = 0.0,
+              workers: int = 1) -> dict:
+    """The jobs: per seed, the mixtures split into chunks so the jobs spread evenly over workers."""
+    if not seeds:
+        raise RegmixError("final runs: no seeds")
+    if len(set(seeds)) != len(seeds):
+        raise RegmixError(f"final runs: repeated seed in {seeds}")
+    if not 0.0 <= final_fraction < 1.0:
+        raise RegmixError(f"final runs: final_fraction must be in [0, 1), got {final_fraction}")
+    names = list(mixtures)
+    final_mixtures = final_mixtures or {}
+    for n in final_mixtures:
+        if n not in mixtures:
+            raise RegmixError(f"final runs: schedule for unknown mixture '{n}'")
+    vec = lambda w: [float(w.get(d, 0.0)) for d in domains]
+    chunks = 1 if len(seeds) % max(workers, 1) == 0 else min(max(workers, 1), len(names))
+    parts = [names[i::chunks] for i in range(chunks)]
+    jobs = [{"seed": int(s), "mixtures": p} for s in seeds for p in parts if p]
+    return {
+        "store": str(Path(store).absolute()), "domains": list(domains), "eval_domains": list(eval_domains),
+        "mixtures": {n: vec(mixtures[n]) for n in names},
+        "final_mixtures": {n: vec(w) for n, w in final_mixtures.items()},
+        "final_fraction": float(final_fraction) if final_mixtures else 0.0,
+        "model": to_dict(model), "train": to_dict(train), "seeds": [int(s) for s in seeds], "jobs": jobs,
+    }
+
+
+def job_path(out: Path, j: int) -> Path:
+    return out / "jobs" / f"j{j:03d}.json"
+
+
+def train_job(out: Path, j: int, plan: dict | None = None) -> dict:
+    """Train job j of the plan in `out` (resuming its checkpoint) and write its result file."""
+    from proxies.train import train_mixtures
+    from regmix.corpus.store import TokenStore
+
+    plan = plan or json.loads((out / "plan.json").read_text())
+    job = plan["jobs"][j]
+    model = from_dict(ModelConfig, plan["model"], where=str(out / "plan.json"), field="model")
+    train = from_dict(TrainConfig, dict(plan["train"], seed=job["seed"]), where=str(out / "plan.json"), field="train")
+    names = job["mixtures"]
+    order = list(plan["mixtures"])
+    w = np.array([plan["mixtures"][n] for n in names], np.float64)
+    final = None
+    if plan["final_mixtures"]:
+        final = np.array([plan["final_mixtures"].get(n, plan["mixtures"][n]) for n in names], np.float64)
+    ckpt = out / "jobs" / f"j{j:03d}" / "ckpt"
+    res = train_mixtures(TokenStore.open(plan["store"]), plan["domains"], w, model=model, train=train,
+                         eval_domains=plan["eval_domains"], final_w_MxK=final,
+                         final_fraction=plan["final_fraction"], same_init=True,
+                         proxy_ids=np.array([order.index(n) for n in names]), checkpoint_dir=ckpt)
+    nan = lambda a: [None if not math.isfinite(v) else v for v in a]
+    result = {"seed": job["seed"], "mixtures": names, "eval_domains": res.eval_domains,
+              "val_loss": [nan(r) for r in res.val_loss_MxE.tolist()],
+              "curve_steps": res.curve_steps_S.tolist(),
+              "curve_loss": [[nan(r) for r in s] for s in res.curve_loss_SxMxE.tolist()],
+              "diverged": res.diverged_M.tolist(), "tokens": res.tokens_M.tolist(), "seconds": res.seconds}
+    atomic_write_text(job_path(out, j), json.dumps(result) + "\n")
+    shutil.rmtree(ckpt.parent, ignore_errors=True)
+    return result
+
+
+def collect(out: str | Path) -> dict:
+    """Finished results: {mixture: {seed: {"val_loss": {domain: x}, "curve_steps": [...],
+    "curve_loss": {domain: [...]}, "diverged": bool}}}."""
+    out = Path(out)
+    plan = json.loads((out / "plan.json").read_text())
+    runs: dict = {n: {} for n in plan["mixtures"]}
+    for j in range(len(plan["jobs"])):
+        path = job_path(out, j)
+        if not path.exists():
+            continue
+        r = json.loads(path.read_text())
+        doms = r["eval_domains"]
+        for m, name in enumerate(r["mixtures"]):
+            fl = lambda v: float("nan") if v is None else float(v)
+            runs[name][r["seed"]] = {
+                "val_loss": {d: fl(r["val_loss"][m][e]) for e, d in enumerate(doms)},
+                "curve_steps": r["curve_steps"],
+                "curve_loss": {d: [fl(s[m][e]) for s in r["curve_loss"]] for e, d in enumerate(doms)},
+                "diverged": bool(r["diverged"][m]), "seconds": r["seconds"],
+            }
+    return runs
+
+
+def run_final(plan: dict, out: str | Path, workers: int = 1) -> dict:
+    """Train (or resume) every job of `plan` into `out`; returns `collect(out)`."""
+    from proxies.workers import core_sets, enable_compile_cache, spawn
+
+    out = Path(out)
+    with locked(out):
+        path = out / "plan.json"
+        if path.exists() and json.loads(path.read_text()) != json.loads(json.dumps(plan)):
+            shutil.rmtree(out / "jobs", ignore_errors=True)  # a different plan: its results are stale
+        atomic_write_text(path, json.dumps(plan, indent=1) + "\n")
+        (out / "jobs").mkdir(exist_ok=True)
+        todo = [j for j in range(len(plan["jobs"])) if not job_path(out, j).exists()]
+        workers = min(max(workers, 1), len(todo)) if todo else 0
+        if workers == 1:
+            enable_compile_cache(out / ".jax_cache")
+            for j in todo:
+                train_job(out, j, plan)
+        elif workers > 1:
+            logs = out / "jobs"
+            procs = [spawn("proxies.final", [out] + todo[i::workers], cores, logs / f"worker{i}.log")
+                     for i, cores in enumerate(core_sets(workers))]
+            try:
+                while any(p.poll() is None for p in procs):
+                    time.sleep(0.5)
+                    failed = [i for i, p in enumerate(procs) if p.poll() not in (None, 0)]
+                    if failed:
+                        log = (logs / f"worker{failed[0]}.log").read_text(errors="replace").strip()
+                        last = log.splitlines()[-1] if log else "no output"
+                        raise RegmixError(f"{out}: final-run worker {failed[0]} failed: {last} "
+                                          f"(see {logs}/worker{failed[0]}.log)")
+            finally:
+                for p in procs:
+                    if p.poll() is None:
+                        p.kill()
+                        p.wait()
+    return collect(out)
+
+
+def main(argv: list[str]) -> int:
+    from proxies.workers import die_with_parent, enable_compile_cache, parse_cores, pin
+
+    cores, parent, out, jobs = parse_cores(argv[0]), int(argv[1]), Path(argv[2]), [int(j) for j in argv[3:]]
+    die_with_parent(parent)
+    pin(cores)
+    enable_compile_cache(out / ".jax_cache")
+    plan = json.loads((out / "plan.json").read_text())
+    for j in jobs:
+        train_job(out, j, plan)
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.exit(main(sys.argv[1:]))

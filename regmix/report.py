@@ -1,0 +1,352 @@
+"""The demo's report: DIR/summary.json, DIR/report.md and DIR/report.html (one self-contained file,
+plots embedded as PNG), built from the files the earlier stages wrote."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from regmix.errors import RegmixError
+
+COLORS = {"optimized": "#d62728", "uniform": "#7f7f7f", "natural": "#1f77b4", "best_proxy": "#2ca02c",
+          "optimized_mean": "#ff7f0e"}
+LABELS = {"optimized": "optimized (RegMix)", "uniform": "uniform", "natural": "natural (token shares)",
+          "best_proxy": "best proxy of the sweep", "optimized_mean": "optimized for mean loss"}
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    a = np.asarray(values, np.float64)
+    return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
+
+
+def build_summary(cfg, out: Path) -> dict:
+    """summary.json: target, stage times, cross-validation, mixtures, final runs and paired margins."""
+    from proxies.final import collect
+    from regmix.pipeline import MEAN_TARGET, final_mixtures, stage_seconds
+    from regmix.regress.fit import FittedModel
+
+    model = FittedModel.load(out / "fit" / "model")
+    mixtures = final_mixtures(cfg, out)
+    runs = collect(out / "final")
+    seeds = list(cfg.final.seeds)
+    domains = list(cfg.train_domains)
+    for name in mixtures:
+        missing = [s for s in seeds if s not in runs.get(name, {})]
+        if missing:
+            raise RegmixError(f"{out}/final: no result for mixture '{name}' seed {missing[0]}")
+    per_seed = {n: [runs[n][s]["val_loss"][cfg.target] for s in seeds] for n in mixtures}
+    per_seed_mean = {n: [float(np.mean([runs[n][s]["val_loss"][d] for d in domains])) for s in seeds] for n in mixtures}
+    final = {}
+    for n in mixtures:
+        final[n] = {"target": float(np.mean(per_seed[n])), "seeds": per_seed[n],
+                    MEAN_TARGET: float(np.mean(per_seed_mean[n])), f"{MEAN_TARGET}_seeds": per_seed_mean[n]}
+
+    def margins(by_seed: dict, ref: str, others) -> dict:
+        out_ = {}
+        for other in others:
+            if other == ref or other not in by_seed:
+                continue
+            diff = [b - a for a, b in zip(by_seed[ref], by_seed[other])]
+            mean, std = _mean_std(diff)
+            out_[other] = {"mean": mean, "std": std, "seeds": diff, "wins": int(sum(d > 0 for d in diff)),
+                           "n_seeds": len(diff)}
+        return out_
+
+    predicted = {}
+    for n, w in mixtures.items():
+        pred = model.predict(np.array([[w.get(d, 0.0) for d in model.domains]]))[0]
+        predicted[n] = {t: float(v) for t, v in zip(model.targets, pred)}
+    cv = model.cv
+    targets = pd.read_csv(out / "fit" / "targets.csv")
+    sweep = json.loads((out / "sweep" / "sweep.json").read_text())
+    status = pd.read_csv(out / "sweep" / "status.csv")
+    from proxies.config import preset
+    from proxies.model import count_params
+
+    vocab = sweep["store"]["vocab_size"]
+    proxy_params = count_params(preset(cfg.sweep.model), vocab)["total"]
+    final_params = count_params(cfg.final.model, vocab)["total"]
+    secs = stage_seconds(out)
+    ranking = sorted(final, key=lambda n: final[n]["target"])
+    return {
+        "target": cfg.target,
+        "target_metric": f"validation loss on '{cfg.target}' (held out of training), nats per byte-level token",
+        "train_domains": domains,
+        "stage_seconds": secs,
+        "total_seconds": round(sum(secs.values()), 3),
+        "cv": {k: cv[cfg.target][k] for k in ("spearman", "pearson", "n_runs")},
+        "cv_mean_target": {k: cv[MEAN_TARGET][k] for k in ("spearman", "pearson", "n_runs")},
+        "mixtures": mixtures,
+        "predicted": predicted,
+        "final_runs": final,
+        "ranking": ranking,
+        "margins": margins(per_seed, "optimized", mixtures),
+        "mean_target": {
+            "target": MEAN_TARGET,
+            "final_runs": {n: {"target": final[n][MEAN_TARGET], "seeds": per_seed_mean[n]} for n in mixtures},
+            "margins": margins(per_seed_mean, "optimized_mean" if "optimized_mean" in mixtures else "optimized",
+                               mixtures),
+        },
+        "sweep": {"n_proxies": int(len(status)), "diverged": int((status["status"] != "ok").sum()),
+                  "model": cfg.sweep.model, "params": proxy_params,
+                  "tokens_per_proxy": cfg.sweep.train.steps * cfg.sweep.train.batch * cfg.sweep.train.seq_len,
+                  "target_range": [float(targets[cfg.target].min()), float(targets[cfg.target].max())]},
+        "final": {"params": final_params, "params_ratio": final_params / proxy_params,
+                  "tokens_per_run": cfg.final.train.steps * cfg.final.train.batch * cfg.final.train.seq_len,
+                  "seeds": seeds, "paired": "same initialization for every mixture of a seed",
+                  "schedule_fraction": cfg.final.schedule_fraction},
+        "exports": json.loads((out / "export" / "done.json").read_text())["files"],
+        "merging": None,  # the merging ablation is not part of the toolkit yet
+    }
+
+
+# -- plots ---------------------------------------------------------------------------------------
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def plot_fit(cfg, out: Path, summary: dict) -> bytes:
+    import matplotlib.pyplot as plt
+
+    from regmix.pipeline import MEAN_TARGET
+
+    oof = pd.read_csv(out / "fit" / "model" / "cv_predictions.csv")
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.3))
+    for ax, (t, title, cv) in zip(axes, [(cfg.target, f"target: {cfg.target} loss (held out)", summary["cv"]),
+                                         (MEAN_TARGET, "mean loss over training domains", summary["cv_mean_target"])]):
+        y, p = oof[t].to_numpy(), oof[f"{t}:oof"].to_numpy()
+        ax.scatter(y, p, s=22, alpha=0.75, color="#1f77b4", edgecolor="none")
+        lo, hi = min(y.min(), p.min()), max(y.max(), p.max())
+        pad = 0.03 * (hi - lo)
+        ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], "--", color="#999", lw=1)
+        ax.set_xlabel("true proxy loss (nats/byte)")
+        ax.set_ylabel("out-of-fold prediction")
+        ax.set_title(f"{title}\nSpearman {cv['spearman']:.2f}, Pearson {cv['pearson']:.2f}, {cv['n_runs']} proxies",
+                     fontsize=10)
+        ax.grid(alpha=0.3)
+    fig.suptitle("How well the regressor predicts proxies it did not see", fontsize=11)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def plot_mixtures(summary: dict) -> bytes:
+    import matplotlib.pyplot as plt
+
+    mixtures = summary["mixtures"]
+    domains = summary["train_domains"]
+    names = list(mixtures)
+    fig, ax = plt.subplots(figsize=(10, 4.3))
+    width = 0.8 / len(names)
+    x = np.arange(len(domains))
+    for i, n in enumerate(names):
+        ax.bar(x + (i - (len(names) - 1) / 2) * width, [mixtures[n].get(d, 0.0) for d in domains], width,
+               label=LABELS.get(n, n), color=COLORS.get(n))
+    ax.set_xticks(x, domains)
+    ax.set_ylabel("share of training tokens")
+    ax.set_title(f"Mixtures trained in the final runs (target: {summary['target']} loss, held out)", fontsize=11)
+    ax.legend(fontsize=9, ncol=2)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def plot_final(cfg, out: Path, summary: dict) -> bytes:
+    import matplotlib.pyplot as plt
+
+    from proxies.final import collect
+
+    runs = collect(out / "final")
+    tokens_per_step = cfg.final.train.batch * cfg.final.train.seq_len
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.3), gridspec_kw={"width_ratios": [1.4, 1]})
+    ymax = -np.inf
+    ymin = np.inf
+    for n in summary["mixtures"]:
+        seeds = sorted(runs[n])
+        steps = np.asarray(runs[n][seeds[0]]["curve_steps"])
+        c = np.array([runs[n][s]["curve_loss"][cfg.target] for s in seeds])
+        c, steps = c[:, steps > 0], steps[steps > 0]  # the untrained model's loss would flatten the plot
+        m = c.mean(axis=0)
+        ax.plot(steps * tokens_per_step / 1e3, m, "-o", ms=3, color=COLORS.get(n), label=LABELS.get(n, n))
+        if len(seeds) > 1:
+            ax.fill_between(steps * tokens_per_step / 1e3, c.min(axis=0), c.max(axis=0), color=COLORS.get(n), alpha=0.12)
+        ymin = min(ymin, np.nanmin(c))
+        ymax = max(ymax, np.nanmax(c[:, len(steps) // 3:]))
+    if np.isfinite(ymin) and np.isfinite(ymax) and ymax > ymin:
+        ax.set_ylim(ymin - 0.05 * (ymax - ymin), ymax + 0.1 * (ymax - ymin))
+    ax.set_xlabel("training tokens (thousands)")
+    ax.set_ylabel(f"{cfg.target} validation loss (nats/byte)")
+    ax.set_title("Final runs: held-out target loss\n(mean over seeds, band = min..max)", fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    margins = summary["margins"]
+    names = list(margins)
+    for i, n in enumerate(names):
+        r = margins[n]
+        bx.bar(i, r["mean"], color=COLORS.get(n), alpha=0.6, yerr=r["std"] if r["n_seeds"] > 1 else None, capsize=4)
+        bx.scatter(np.full(len(r["seeds"]), i), r["seeds"], color="k", s=14, zorder=3)
+    bx.axhline(0, color="k", lw=0.8)
+    bx.set_xticks(range(len(names)), [LABELS.get(n, n).replace(" (", "\n(") for n in names], fontsize=8)
+    bx.set_ylabel("baseline loss - optimized loss")
+    bx.set_title("Paired margin of the optimized mixture\n(> 0: optimized better; dots = seeds)", fontsize=10)
+    bx.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def plot_times(summary: dict) -> bytes:
+    import matplotlib.pyplot as plt
+
+    secs = summary["stage_seconds"]
+    fig, ax = plt.subplots(figsize=(8, 2.8))
+    names = list(secs)
+    ax.barh(names[::-1], [secs[n] for n in names[::-1]], color="#1f77b4")
+    for i, n in enumerate(names[::-1]):
+        ax.text(secs[n], i, f" {secs[n]:.1f}s", va="center", fontsize=8)
+    ax.set_xlabel("seconds")
+    ax.set_title(f"Time per stage (total {summary['total_seconds'] / 60:.1f} min; report time not included)", fontsize=10)
+    ax.set_xlim(0, max(secs.values()) * 1.2 + 1)
+    fig.tight_layout()
+    return _png(fig)
+
+
+# -- text ----------------------------------------------------------------------------------------
+def _fmt_mix(w: dict) -> str:
+    return ", ".join(f"{d} {v:.2f}" for d, v in sorted(w.items(), key=lambda kv: -kv[1]) if v >= 0.005)
+
+
+def markdown(summary: dict, images: dict[str, str]) -> str:
+    t = summary["target"]
+    fr, mg = summary["final_runs"], summary["margins"]
+    n_seeds = len(summary["final"]["seeds"])
+    lines = [f"# regmix demo: the best mixture for the held-out '{t}' domain", ""]
+    opt = fr["optimized"]["target"]
+    verdict = []
+    for b in ("uniform", "natural", "best_proxy"):
+        if b in mg:
+            r = mg[b]
+            word = "beats" if r["mean"] > 0 else "loses to"
+            verdict.append(f"{word} **{LABELS[b]}** by {abs(r['mean']):.3f} +- {r['std']:.3f} nats/byte "
+                           f"(better on {r['wins']} of {r['n_seeds']} seeds)")
+    lines += [
+        f"Target: {summary['target_metric']}. {summary['sweep']['n_proxies']} proxies of "
+        f"{summary['sweep']['params'] / 1e3:.0f}k parameters x {summary['sweep']['tokens_per_proxy'] / 1e3:.0f}k tokens "
+        f"were trained on mixtures of {', '.join(summary['train_domains'])}; a regressor was fitted from mixture to "
+        f"loss and searched for the best mixture; final runs of {summary['final']['params'] / 1e3:.0f}k parameters "
+        f"({summary['final']['params_ratio']:.1f}x) x {summary['final']['tokens_per_run'] / 1e3:.0f}k tokens, "
+        f"paired over {n_seeds} seed(s) (same initialization for every mixture of a seed).",
+        "",
+        f"**Result**: the optimized mixture reaches {opt:.3f} nats/byte; it " + "; ".join(verdict) + ".",
+        "",
+        "## Final runs (lower is better)", "",
+        f"| rank | mixture | {t} loss (mean) | per seed | predicted by the regressor | mean train-domain loss |",
+        "| ---: | --- | ---: | --- | ---: | ---: |",
+    ]
+    for i, n in enumerate(summary["ranking"], 1):
+        r = fr[n]
+        lines.append(f"| {i} | {LABELS.get(n, n)} | {r['target']:.4f} | {', '.join(f'{v:.3f}' for v in r['seeds'])} | "
+                     f"{summary['predicted'][n][t]:.4f} | {r['train_mean']:.4f} |")
+    lines += ["", f"![final runs]({images['final']})", "", "## Mixtures", "",
+              "| mixture | weights |", "| --- | --- |"]
+    for n, w in summary["mixtures"].items():
+        lines.append(f"| {LABELS.get(n, n)} | {_fmt_mix(w)} |")
+    lines += ["", f"![mixtures]({images['mixtures']})", "", "## Fit quality", "",
+              f"Out-of-fold Spearman {summary['cv']['spearman']:.3f}, Pearson {summary['cv']['pearson']:.3f} over "
+              f"{summary['cv']['n_runs']} proxies for the target; {summary['cv_mean_target']['spearman']:.3f} / "
+              f"{summary['cv_mean_target']['pearson']:.3f} for the mean training-domain loss.", "",
+              f"![fit]({images['fit']})", ""]
+    mt = summary["mean_target"]
+    ref = "optimized_mean" if "optimized_mean" in mt["final_runs"] else "optimized"
+    lines += ["## The other target: mean loss over the training domains", "",
+              f"The same final runs, scored by their mean validation loss over the training domains; the reference "
+              f"is {LABELS[ref]}. On this target uniform is close to optimal by construction (every domain counts "
+              "equally), so little is to be gained:", "",
+              "| versus | margin (nats/byte) | better on |", "| --- | ---: | ---: |"]
+    for b, r in mt["margins"].items():
+        lines.append(f"| {LABELS.get(b, b)} | {r['mean']:+.4f} +- {r['std']:.4f} | {r['wins']}/{r['n_seeds']} |")
+    lines += ["", "## Time per stage", "", "| stage | seconds |", "| --- | ---: |"]
+    for s, v in summary["stage_seconds"].items():
+        lines.append(f"| {s} | {v:.1f} |")
+    lines += [f"| total | {summary['total_seconds']:.1f} |", "", f"![times]({images['times']})", "",
+              "## Exports of the optimized mixture", ""]
+    for fmt, path in summary["exports"].items():
+        lines.append(f"- {fmt}: `{path}`")
+    lines += ["", "Margins are paired differences (baseline - optimized) over seeds: mean +- sample std.", ""]
+    return "\n".join(lines)
+
+
+def to_html(md: str, images: dict[str, bytes], names: dict[str, str]) -> str:
+    """A small Markdown subset (headings, tables, images, paragraphs, lists) to one HTML file."""
+    import re
+
+    inline = lambda s: re.sub(r"`([^`]+)`", r"<code>\1</code>", re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", html.escape(s)))
+    by_path = {v: k for k, v in names.items()}
+    body, table, items = [], [], []
+
+    def flush():
+        if table:
+            rows = [r for r in table if not set(r.replace("|", "").strip()) <= set("-: ")]
+            cells = [[c.strip() for c in r.strip().strip("|").split("|")] for r in rows]
+            out = ["<table>", "<tr>" + "".join(f"<th>{inline(c)}</th>" for c in cells[0]) + "</tr>"]
+            out += ["<tr>" + "".join(f"<td>{inline(c)}</td>" for c in r) + "</tr>" for r in cells[1:]]
+            body.append("\n".join(out + ["</table>"]))
+            table.clear()
+        if items:
+            body.append("<ul>" + "".join(f"<li>{inline(i)}</li>" for i in items) + "</ul>")
+            items.clear()
+
+    for line in md.splitlines():
+        if line.startswith("|"):
+            table.append(line)
+            continue
+        if line.startswith("- "):
+            items.append(line[2:])
+            continue
+        flush()
+        m = re.match(r"!\[([^\]]*)\]\(([^)]+)\)", line)
+        if m:
+            data = base64.b64encode(images[by_path[m.group(2)]]).decode()
+            body.append(f'<img alt="{html.escape(m.group(1))}" src="data:image/png;base64,{data}">')
+        elif line.startswith("#"):
+            level = len(line) - len(line.lstrip("#"))
+            body.append(f"<h{level}>{inline(line[level:].strip())}</h{level}>")
+        elif line.strip():
+            body.append(f"<p>{inline(line)}</p>")
+    flush()
+    style = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
+             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}"
+             "th{background:#f3f3f3}img{max-width:100%;display:block;margin:1em 0}code{background:#f3f3f3;padding:0 3px}")
+    return (f"<!doctype html>\n<html><head><meta charset='utf-8'><title>regmix demo report</title>"
+            f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+
+
+def write_report(cfg, out: str | Path) -> dict:
+    """Write summary.json, report.md (+ report/*.png) and report.html; returns the summary."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from regmix.pipeline import _write_json
+
+    out = Path(out)
+    summary = build_summary(cfg, out)
+    images = {"final": plot_final(cfg, out, summary), "mixtures": plot_mixtures(summary),
+              "fit": plot_fit(cfg, out, summary), "times": plot_times(summary)}
+    names = {k: f"report/{k}.png" for k in images}
+    (out / "report").mkdir(parents=True, exist_ok=True)
+    for k, data in images.items():
+        (out / names[k]).write_bytes(data)
+    md = markdown(summary, names)
+    (out / "report.md").write_text(md)
+    (out / "report.html").write_text(to_html(md, images, names))
+    _write_json(out / "summary.json", summary)
+    return summary
