@@ -1,7 +1,8 @@
 """Final runs: a larger model trained on a few named mixtures, paired over seeds, in pinned workers.
 
-For one seed every mixture starts from the same initialization (`same_init`) and the training
-seed is the seed itself, so the difference between two mixtures at a seed is a paired difference.
+For one seed every mixture starts from the same initialization (`same_init`) and draws its windows
+from the same random stream (one proxy id for all: common random numbers), so the difference
+between two mixtures at a seed is a paired difference with less noise than two independent runs.
 A run may follow a schedule: its base mixture, then another one for the last `final_fraction` of
 the steps (end-of-training upsampling).
 
@@ -76,7 +77,6 @@ def train_job(out: Path, j: int, plan: dict | None = None) -> dict:
     model = from_dict(ModelConfig, plan["model"], where=str(out / "plan.json"), field="model")
     train = from_dict(TrainConfig, dict(plan["train"], seed=job["seed"]), where=str(out / "plan.json"), field="train")
     names = job["mixtures"]
-    order = list(plan["mixtures"])
     w = np.array([plan["mixtures"][n] for n in names], np.float64)
     final = None
     if plan["final_mixtures"]:
@@ -85,7 +85,7 @@ def train_job(out: Path, j: int, plan: dict | None = None) -> dict:
     res = train_mixtures(TokenStore.open(plan["store"]), plan["domains"], w, model=model, train=train,
                          eval_domains=plan["eval_domains"], final_w_MxK=final,
                          final_fraction=plan["final_fraction"], same_init=True,
-                         proxy_ids=np.array([order.index(n) for n in names]), checkpoint_dir=ckpt)
+                         proxy_ids=np.zeros(len(names), np.int64), checkpoint_dir=ckpt)
     nan = lambda a: [None if not math.isfinite(v) else v for v in a]
     result = {"seed": job["seed"], "mixtures": names, "eval_domains": res.eval_domains,
               "val_loss": [nan(r) for r in res.val_loss_MxE.tolist()],

@@ -16,6 +16,8 @@ from regmix.errors import RegmixError
 
 COLORS = {"optimized": "#d62728", "uniform": "#7f7f7f", "natural": "#1f77b4", "best_proxy": "#2ca02c",
           "optimized_mean": "#ff7f0e"}
+SHORT = {"optimized": "optimized", "uniform": "uniform", "natural": "natural", "best_proxy": "best proxy",
+         "optimized_mean": "opt. for\nmean loss"}
 LABELS = {"optimized": "optimized (RegMix)", "uniform": "uniform", "natural": "natural (token shares)",
           "best_proxy": "best proxy of the sweep", "optimized_mean": "optimized for mean loss"}
 
@@ -196,7 +198,7 @@ def plot_final(cfg, out: Path, summary: dict) -> bytes:
         bx.bar(i, r["mean"], color=COLORS.get(n), alpha=0.6, yerr=r["std"] if r["n_seeds"] > 1 else None, capsize=4)
         bx.scatter(np.full(len(r["seeds"]), i), r["seeds"], color="k", s=14, zorder=3)
     bx.axhline(0, color="k", lw=0.8)
-    bx.set_xticks(range(len(names)), [LABELS.get(n, n).replace(" (", "\n(") for n in names], fontsize=8)
+    bx.set_xticks(range(len(names)), [SHORT.get(n, n) for n in names], fontsize=9)
     bx.set_ylabel("baseline loss - optimized loss")
     bx.set_title("Paired margin of the optimized mixture\n(> 0: optimized better; dots = seeds)", fontsize=10)
     bx.grid(axis="y", alpha=0.3)

@@ -126,8 +126,8 @@ def test_run_stage_alone_and_its_errors(quick, tmp_path):
     assert proc.returncode == 2 and "needs stage 'optimize'" in proc.stderr
     regmix("run", "--config", QUICK, "--stage", "optimize", "--out", out)
     regmix("run", "--config", QUICK, "--stage", "export", "--out", out)
-    assert json.loads((out / "optimize" / "mixture.json").read_text()) == \
-        json.loads((quick / "optimize" / "mixture.json").read_text())
+    assert json.loads((out / "optimize" / "mixture.json").read_text())["weights"] == \
+        json.loads((quick / "optimize" / "mixture.json").read_text())["weights"]
 
 
 @pytest.mark.parametrize("args, message", [
