@@ -17,6 +17,7 @@ import numpy as np
 from proxies import model as modellib
 from proxies.batches import bytes_per_token, eval_windows
 from proxies.config import ModelConfig, TrainConfig
+from proxies.mesh import to_host
 from regmix.corpus.store import TokenStore
 
 
@@ -62,7 +63,7 @@ class Evaluator:
                 if len(chunk) < size:  # pad the last chunk: one compiled shape per evaluator
                     mask[len(chunk):] = 0
                     chunk = np.concatenate([chunk, np.repeat(chunk[-1:], size - len(chunk), 0)])
-                total += np.asarray(self.step(params_M, chunk, mask), np.float64)
+                total += to_host(self.step(params_M, chunk, mask)).astype(np.float64)
             scored = n * self.seq_len
             loss[:, e] = total / scored
             bpb[:, e] = total / math.log(2) / (scored * self.bytes_per_token[d])

@@ -45,7 +45,7 @@ from proxies import model as modellib
 from proxies.batches import MixtureBatches, check_mixtures
 from proxies.config import ModelConfig, TrainConfig, preset
 from proxies.evaluate import Evaluator
-from proxies.mesh import padded_size, proxy_mesh, proxy_sharding
+from proxies.mesh import padded_size, proxy_mesh, proxy_sharding, to_host
 from regmix.config import to_dict
 from regmix.corpus.store import TokenStore
 from regmix.errors import RegmixError
@@ -193,7 +193,7 @@ def train_mixtures(store: TokenStore, domains: list[str], w_MxK: np.ndarray, *, 
         state, loss_M = step_fn(state, next_tokens)
         if step + 1 < train.steps:  # built while the step runs
             next_tokens = jax.device_put(batches.get(step + 1), sharding)
-        loss_M = np.asarray(loss_M)
+        loss_M = to_host(loss_M)
         bad = ~np.isfinite(loss_M) & ~diverged
         steps_M[bad] = step
         diverged |= bad
