@@ -212,7 +212,8 @@ def stage_sweep(cfg: DemoConfig, out: Path) -> dict:
     from proxies.workers import enable_compile_cache
 
     enable_compile_cache(sweep_dir(out) / ".jax_cache")
-    run_sweep(sweep_config(cfg, out), sweep_dir(out), force=False, workers=_workers(cfg.sweep.run.workers),
+    # force: a sweep of another config found there is discarded (same config: finished groups are kept)
+    run_sweep(sweep_config(cfg, out), sweep_dir(out), force=True, workers=_workers(cfg.sweep.run.workers),
               progress=sys.stderr.isatty())
     status = pd.read_csv(sweep_dir(out) / "status.csv")
     return {"proxies": int(len(status)), "diverged": int((status["status"] != "ok").sum())}

@@ -174,3 +174,15 @@ def test_final_plan_pairs_seeds_and_checks_schedule():
         make_plan("store", ["x", "y"], mix, seeds=[0], final_mixtures={"z": {"y": 1.0}}, final_fraction=0.2, **kw)
     with pytest.raises(RegmixError, match="repeated seed"):
         make_plan("store", ["x", "y"], mix, seeds=[0, 0], **kw)
+
+
+def test_changed_final_section_reruns_only_final_and_report(quick, tmp_path):
+    out = tmp_path / "reseeded"
+    shutil.copytree(quick, out, ignore=shutil.ignore_patterns(".lock"))
+    proc = regmix("demo", "--quick", "--seeds", "1", "--out", out)
+    assert ran(proc.stderr) == {"final", "report"}
+    s = json.loads((out / "summary.json").read_text())
+    a = json.loads((quick / "summary.json").read_text())
+    assert all(len(r["seeds"]) == 1 for r in s["final_runs"].values())
+    for n, r in s["final_runs"].items():  # seed 1 of the two-seed run, recomputed alone
+        assert np.isclose(r["seeds"][0], a["final_runs"][n]["seeds"][1], rtol=0, atol=1e-4), n
