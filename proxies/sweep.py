@@ -13,6 +13,9 @@ groups' result.json files whenever a group finishes. Re-running the same command
 (SIGKILL included) skips finished groups and resumes the others from their last checkpoint; the
 data stream of a proxy is a pure function of (seed, run index, step), so the tables equal those of
 an uninterrupted run.
+
+Library entry point: `run_sweep(cfg: SweepConfig, out, *, where="config", force=False,
+workers=None, progress=True) -> Path` (the path of metrics.csv).
 """
 
 from __future__ import annotations

@@ -21,6 +21,10 @@ Library API (the sweep and the demo's final runs both call it)::
 `curve_loss_SxMxE`, `curve_bpb_SxMxE`), the divergence flags, and the final stacked parameters.
 A proxy whose loss turns NaN/inf is flagged (`diverged_M`, `steps_M` = the steps it completed);
 its metrics are NaN and the others train on.
+
+Randomness: proxy p is initialised from `fold_in(key(train.seed), p)` (with `same_init`, every
+proxy from that of id 0) and reads the data stream `(train.seed, p)` of `proxies.batches`, so a
+proxy's results do not depend on the group, device or process that trains it.
 """
 
 from __future__ import annotations
