@@ -166,12 +166,12 @@ def _round_to_grid(w_NxK: np.ndarray, q: float) -> np.ndarray:
 
 
 def _unique_rows(w_NxK: np.ndarray, q: float) -> np.ndarray:
-    """Drop rows equal (on the grid) to an earlier row, keeping the first of each in draw order.
+    """Drop rows equal to an earlier row, keeping the first of each in draw order.
 
-    Rows are compared through a random linear hash of their grid units (one BLAS product); two
-    different rows collide with negligible odds, and a collision would only drop one candidate."""
+    Rows are already on the q-grid, so equal rows are bit-identical and have equal keys under a
+    random linear hash (one BLAS product); two different rows collide with negligible odds, and a
+    collision would only drop one candidate."""
     r_K = np.random.default_rng(0x5EED).random(w_NxK.shape[1]) + 1.0
-    keys = np.rint(w_NxK * (1.0 / q)) @ r_K
-    _, first = np.unique(keys, return_index=True)
+    _, first = np.unique(w_NxK @ r_K, return_index=True)
     first.sort()
     return w_NxK[first]
