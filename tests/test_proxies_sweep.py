@@ -111,3 +111,14 @@ def test_bad_input(env, reference, tmp_path, capsys):
     code, err = run_with({"seed": 5}, out=reference)  # a different sweep in the output folder
     assert code == 2 and "different sweep (seed: 0 -> 5)" in err
     assert "p0000" in (reference / "metrics.csv").read_text()
+
+
+@pytest.mark.parametrize("name", ["quick", "pile-1m"])
+def test_config_presets_parse(name):
+    from proxies.config import SweepConfig
+    from regmix.config import load_config
+
+    root = Path(__file__).resolve().parents[1]
+    cfg = load_config(SweepConfig, root / "configs" / f"{name}.yaml")
+    assert cfg.n_proxies >= 16 and cfg.train.steps > 0
+
