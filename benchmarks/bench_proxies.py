@@ -4,7 +4,10 @@
 
 Each row is one `regmix bench proxies` run (the sweep's code path: groups sized to the memory
 budget, one pinned worker per core). MFU is against the float32 matmul peak measured in the same
-run; on a shared machine both numbers move with the load, so the load average is recorded too.
+process (the issue's definition); "workers' peak" is the same product timed inside the workers, all
+at once; "per CPU-s" divides model FLOPs per CPU-second by matmul FLOPs per CPU-second, which
+leaves out time taken by other processes. On a shared machine the first two move with the load,
+so the load average is recorded too.
 """
 
 from __future__ import annotations
@@ -34,11 +37,12 @@ def main(argv=None) -> int:
         rows.append(rec)
         print(json.dumps(rec), file=sys.stderr)
     lines = [f"preset {args.preset}, batch {args.batch} x {args.seq_len}, {args.steps} timed steps",
-             "", "| M | workers x group | tokens/s | MFU | peak matmul GFLOP/s | peak RSS (GB) | load |",
-             "|---|---|---|---|---|---|---|"]
+             "", "| M | workers x group | tokens/s | MFU | peak matmul GFLOP/s | MFU (workers' peak) | MFU (per CPU-s) "
+             "| peak RSS (GB) | load |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['n_proxies']} | {r['workers']} x {r['groups'][0]} ({len(r['groups'])} groups) | "
                      f"{r['tokens_per_s']:,.0f} | {r['mfu']:.3f} | {r['peak_matmul_flops_per_s'] / 1e9:.0f} | "
+                     f"{r['mfu_workers']:.3f} | {r['mfu_cpu']:.3f} | "
                      f"{r['peak_rss_bytes'] / 1e9:.2f} | {r['load_avg_1m']:.1f} |")
     table = "\n".join(lines)
     print(table)

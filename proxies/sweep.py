@@ -38,7 +38,8 @@ from regmix.corpus.store import TokenStore
 from regmix.errors import RegmixError
 
 PROCESS_OVERHEAD_BYTES = 0.6e9  # one JAX process before any proxy (runtime, compiled code, data)
-ACTIVATION_FACTOR = 1.6  # measured peak RSS / the activation count below (XLA buffers, malloc slack)
+ACTIVATION_FACTOR = 2.2  # measured peak RSS / the activation count below (XLA buffers, malloc slack:
+                         # 0.45-0.6 GB per 1m proxy at batch 16 x 256, varying from run to run)
 
 
 def run_id(i: int) -> str:
