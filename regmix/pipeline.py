@@ -103,6 +103,15 @@ class DemoConfig:
             raise ValueError("train_domains: need at least 2 distinct domains")
         if not self.final.seeds:
             raise ValueError("final.seeds: need at least one seed")
+        late = self.final.schedule_mixture
+        if late:
+            unknown = [d for d in late if d not in self.train_domains]
+            if unknown:
+                raise ValueError(f"final.schedule_mixture: '{unknown[0]}' is not a training domain")
+            if min(late.values()) < 0 or abs(sum(late.values()) - 1) > 1e-6:
+                raise ValueError("final.schedule_mixture: weights must be >= 0 and sum to 1")
+        if not 0 <= self.final.schedule_fraction < 1:
+            raise ValueError(f"final.schedule_fraction must be in [0, 1), got {self.final.schedule_fraction}")
 
 
 def load_demo_config(path: str | Path, seeds: list[int] | None = None) -> DemoConfig:
@@ -354,6 +363,12 @@ def run_stage(cfg: DemoConfig, out: str | Path, stage: str, force: bool = False)
     extra = RUNNERS[stage](cfg, out) or {}
     seconds = time.perf_counter() - t0
     _mark_done(out, cfg, stage, seconds, **extra)
+    if stage == "report":  # the summary was written inside the stage: add the report's own time
+        path = out / "summary.json"
+        summary = json.loads(path.read_text())
+        summary["stage_seconds"] = stage_seconds(out)
+        summary["total_seconds"] = round(sum(summary["stage_seconds"].values()), 3)
+        _write_json(path, summary)
     log(f"{stage}: done in {seconds:.1f}s")
     return True
 
@@ -365,12 +380,7 @@ def run_demo(cfg: DemoConfig, out: str | Path) -> Path:
     _write_json(out / "config.json", to_dict(cfg))
     for stage in STAGES:
         run_stage(cfg, out, stage)
-    path = out / "summary.json"
-    summary = json.loads(path.read_text())
-    summary["stage_seconds"] = stage_seconds(out)  # the report's own time included
-    summary["total_seconds"] = round(sum(summary["stage_seconds"].values()), 3)
-    _write_json(path, summary)
-    return path
+    return out / "summary.json"
 
 
 def stage_seconds(out: Path) -> dict[str, float]:
