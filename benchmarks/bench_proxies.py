@@ -4,7 +4,7 @@
 
 Each row is one `regmix bench proxies` run (the sweep's code path: groups sized to the memory
 budget, one pinned worker per core). MFU is against the float32 matmul peak measured in the same
-process (the issue's definition); "workers' peak" is the same product timed inside the workers, all
+process (the definition used throughout); "workers' peak" is the same product timed inside the workers, all
 at once; "per CPU-s" divides model FLOPs per CPU-second by matmul FLOPs per CPU-second, which
 leaves out time taken by other processes. On a shared machine the first two move with the load,
 so the load average is recorded too.

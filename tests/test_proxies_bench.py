@@ -1,4 +1,4 @@
-"""`regmix bench proxies`: one JSON object with the fields the issue names."""
+"""`regmix bench proxies`: one JSON object with every documented field."""
 
 import json
 
