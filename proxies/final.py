@@ -159,16 +159,9 @@ def run_final(plan: dict, out: str | Path, workers: int = 1) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    from proxies.workers import die_with_parent, enable_compile_cache, parse_cores, pin
+    from proxies.workers import worker_main
 
-    cores, parent, out, jobs = parse_cores(argv[0]), int(argv[1]), Path(argv[2]), [int(j) for j in argv[3:]]
-    die_with_parent(parent)
-    pin(cores)
-    enable_compile_cache(out / ".jax_cache")
-    plan = json.loads((out / "plan.json").read_text())
-    for j in jobs:
-        train_job(out, j, plan)
-    return 0
+    return worker_main(argv, "plan.json", train_job)
 
 
 if __name__ == "__main__":

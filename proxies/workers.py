@@ -178,18 +178,30 @@ def run_groups(out: Path, record: dict, todo: list[int], workers: int, progress:
         bar.close()
 
 
-def main(argv: list[str]) -> int:
-    cores, parent, out, groups = parse_cores(argv[0]), int(argv[1]), Path(argv[2]), [int(g) for g in argv[3:]]
+def worker_main(argv: list[str], record_file: str, run_one, after_each=None) -> int:
+    """Body of a worker process started by `spawn`: `CORES PARENT OUT ITEM...`.
+
+    Exits with its parent, pins itself, shares the JAX compile cache under OUT, reads the JSON
+    record OUT/record_file and calls `run_one(out, item, record)` for each item."""
+    cores, parent, out, items = parse_cores(argv[0]), int(argv[1]), Path(argv[2]), [int(i) for i in argv[3:]]
     die_with_parent(parent)
     pin(cores)
     enable_compile_cache(out / ".jax_cache")
-    from proxies.sweep import train_group
-
-    record = json.loads((out / "sweep.json").read_text())
-    for g in groups:
-        train_group(out, g, record)
-        release_memory()
+    record = json.loads((out / record_file).read_text())
+    for item in items:
+        run_one(out, item, record)
+        if after_each is not None:
+            after_each()
     return 0
+
+
+def main(argv: list[str]) -> int:
+    def train(out: Path, group: int, record: dict) -> None:
+        from proxies.sweep import train_group  # imports JAX: only after the process is pinned
+
+        train_group(out, group, record)
+
+    return worker_main(argv, "sweep.json", train, after_each=release_memory)
 
 
 if __name__ == "__main__":
