@@ -12,7 +12,6 @@ products of sizes 1024 and 2048, on all cores). Model FLOPs per token = 6 x matm
 from __future__ import annotations
 
 import json
-import os
 import resource
 import sys
 import tempfile

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -60,7 +60,6 @@ class OptimizeResult:
     seconds: float
     prior_K: np.ndarray
     kl_to_prior: float
-    extra: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
         named = lambda v: {d: float(x) for d, x in zip(self.domains, v)}
@@ -84,7 +83,6 @@ class OptimizeResult:
         }
         if self.refined_K is not None:
             out["alternatives"]["refine"] = named(self.refined_K)
-        out.update(self.extra)
         return out
 
 
@@ -143,8 +141,8 @@ def optimize(
     refined = None
     answer = topk
     if config.method == "refine":
-        refined, extra = _refine(space, objective, topk, config, rng, progress)
-        scored += extra
+        refined, refine_scored = _refine(space, objective, topk, config, rng, progress)
+        scored += refine_scored
         answer = refined
 
     folds_FxT = model.predict_folds(answer[None, :])[:, 0, :]

@@ -1,6 +1,5 @@
 """`regmix bench proxies`: one JSON object with every documented field."""
 
-import json
 
 from regmix.cli import main
 

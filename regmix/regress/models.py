@@ -11,7 +11,6 @@ Each model: `fit(w_NxK, y_N, seed)`, `predict(w_NxK)`, and a pickle-free `save(d
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 
