@@ -132,15 +132,16 @@ def run_final(plan: dict, out: str | Path, workers: int = 1) -> dict:
         atomic_write_text(path, json.dumps(plan, indent=1) + "\n")
         (out / "jobs").mkdir(exist_ok=True)
         todo = [j for j in range(len(plan["jobs"])) if not job_path(out, j).exists()]
-        workers = min(max(workers, 1), len(todo)) if todo else 0
+        workers = min(max(workers, 1), len(plan["jobs"])) if todo else 0  # fixed by the plan
         if workers == 1:
             enable_compile_cache(out / ".jax_cache")
             for j in todo:
                 train_job(out, j, plan)
         elif workers > 1:
             logs = out / "jobs"
-            procs = [spawn("proxies.final", [out] + todo[i::workers], cores, logs / f"worker{i}.log")
-                     for i, cores in enumerate(core_sets(workers))]
+            sets = core_sets(workers)
+            n = min(len(sets), len(todo))
+            procs = [spawn("proxies.final", [out] + todo[i::n], sets[i], logs / f"worker{i}.log") for i in range(n)]
             try:
                 while any(p.poll() is None for p in procs):
                     time.sleep(0.5)

@@ -1,8 +1,11 @@
-"""The device mesh of the proxy axis: more devices train more proxies at once.
+"""The device mesh: more devices train more proxies at once.
 
-Every stacked array (parameters, optimizer state, batches) is split along its leading proxy axis
-with `NamedSharding(mesh, P("proxies"))`; the jitted step then runs on all devices with no
-communication, since proxies are independent. Multi-host: call `jax.distributed.initialize()` on
+The mesh has two axes, ("proxies", "batch"). Every stacked array (parameters, optimizer state) is
+split along its leading proxy axis with `NamedSharding(mesh, P("proxies"))` and the batches with
+`P("proxies", "batch")`. Proxies are independent, so the proxy axis needs no communication. The
+batch axis has size 1 unless there are fewer proxies than devices: then the spare devices split
+each proxy's batch (data parallel; the gradients are summed across them), so one proxy on two
+cores uses both. Its results then agree with a one-device run to float rounding, not bit for bit. Multi-host: call `jax.distributed.initialize()` on
 every host before `train_mixtures`; `jax.devices()` then lists all hosts' devices, the default
 mesh spans them, every host builds the same global batch (a pure function of the seed and the
 step) and `jax.device_put` keeps each host's shards; per-proxy losses come back to every host
@@ -17,21 +20,33 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 AXIS = "proxies"
+BATCH_AXIS = "batch"
 
 
-def proxy_mesh(devices=None) -> Mesh:
-    """1-D mesh named "proxies" over `devices` (default: all of them)."""
+def proxy_mesh(devices=None, n_proxies: int | None = None, batch: int | None = None) -> Mesh:
+    """("proxies", "batch") mesh over `devices` (default: all of them).
+
+    The batch axis takes the devices that `n_proxies` proxies leave idle: its size is the smallest
+    divisor of the device count that gives every proxy a device and divides `batch`."""
     devices = jax.devices() if devices is None else list(devices)
-    return Mesh(np.asarray(devices), (AXIS,))
+    d = len(devices)
+    split = 1
+    if n_proxies is not None and n_proxies < d:
+        for k in range(1, d + 1):
+            if d % k == 0 and d // k <= n_proxies and (batch is None or batch % k == 0):
+                split = k
+                break
+    return Mesh(np.asarray(devices).reshape(d // split, split), (AXIS, BATCH_AXIS))
 
 
 def proxy_sharding(mesh: Mesh) -> NamedSharding:
-    """Leading (proxy) axis split over the mesh, everything else replicated."""
+    """Leading (proxy) axis split over the mesh's proxy axis, everything else replicated."""
     return NamedSharding(mesh, P(AXIS))
 
 
-def replicated(mesh: Mesh) -> NamedSharding:
-    return NamedSharding(mesh, P())
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """Batches (proxies, batch, tokens): proxies over the proxy axis, windows over the batch axis."""
+    return NamedSharding(mesh, P(AXIS, BATCH_AXIS))
 
 
 def to_host(x: jax.Array) -> np.ndarray:
@@ -45,5 +60,5 @@ def to_host(x: jax.Array) -> np.ndarray:
 
 def padded_size(m: int, mesh: Mesh) -> int:
     """Smallest multiple of the mesh size that holds m proxies."""
-    n = mesh.devices.size
+    n = mesh.shape[AXIS]
     return -(-m // n) * n

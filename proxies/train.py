@@ -12,7 +12,7 @@ Library API (the sweep and the demo's final runs both call it)::
         proxy_ids: np.ndarray | None = None,        # stable ids: seed the init and the data
         lr_scale_M: np.ndarray | None = None,       # per-proxy learning-rate multiplier
         checkpoint_dir: Path | None = None,         # resumable: orbax state + data position
-        mesh: Mesh | None = None,                   # default: all local devices
+        mesh: Mesh | None = None,                   # default: all devices (proxies.mesh)
         on_step: Callable[[int, int], None] | None = None,   # (steps done, tokens done)
     ) -> TrainResult
 
@@ -24,7 +24,8 @@ its metrics are NaN and the others train on.
 
 Randomness: proxy p is initialised from `fold_in(key(train.seed), p)` (with `same_init`, every
 proxy from that of id 0) and reads the data stream `(train.seed, p)` of `proxies.batches`, so a
-proxy's results do not depend on the group, device or process that trains it.
+proxy's results do not depend on the group, device or process that trains it (to float rounding
+where a proxy's batch is split over devices: fewer proxies than devices, see proxies.mesh).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ from proxies import model as modellib
 from proxies.batches import MixtureBatches, check_mixtures
 from proxies.config import ModelConfig, TrainConfig, preset
 from proxies.evaluate import Evaluator
-from proxies.mesh import padded_size, proxy_mesh, proxy_sharding, to_host
+from proxies.mesh import batch_sharding, padded_size, proxy_mesh, proxy_sharding, to_host
 from regmix.config import to_dict
 from regmix.corpus.store import TokenStore
 from regmix.errors import RegmixError
@@ -113,9 +114,13 @@ def make_train_step(cfg: ModelConfig, vocab_size: int, train: TrainConfig, custo
 
 @functools.lru_cache(maxsize=16)
 def jitted(cfg: ModelConfig, vocab_size: int, train: TrainConfig, custom_vjp: bool, sharding):
-    """(init, step) jitted once per configuration, so repeated calls share compiled work."""
+    """(init, step) jitted once per configuration, so repeated calls share compiled work.
+
+    The state stays split over the proxy axis (replicated over the batch axis, where the gradients
+    of a proxy's batch shards are summed)."""
     init = jax.jit(make_init(cfg, vocab_size, train), out_shardings=sharding)
-    step = jax.jit(make_train_step(cfg, vocab_size, train, custom_vjp), donate_argnames="state")
+    step = jax.jit(make_train_step(cfg, vocab_size, train, custom_vjp), donate_argnames="state",
+                   out_shardings=sharding)
     return init, step
 
 
@@ -151,7 +156,7 @@ def train_mixtures(store: TokenStore, domains: list[str], w_MxK: np.ndarray, *, 
     evaluator = Evaluator(store, eval_domains, cfg, train, custom_vjp)  # validates seq_len early
 
     # Pad the proxy axis to the mesh by repeating the last proxy; padded results are dropped.
-    mesh = proxy_mesh() if mesh is None else mesh
+    mesh = proxy_mesh(n_proxies=m, batch=train.batch) if mesh is None else mesh
     mp = padded_size(m, mesh)
     pad = lambda a: np.concatenate([a, np.repeat(a[-1:], mp - m, axis=0)]) if mp > m else a
     final = None if final_w_MxK is None else pad(check_mixtures(final_w_MxK, domains, "final mixture"))
@@ -159,7 +164,7 @@ def train_mixtures(store: TokenStore, domains: list[str], w_MxK: np.ndarray, *, 
                              steps=train.steps, seed=train.seed, proxy_ids=pad(ids_M),
                              block_steps=train.block_steps, final_w_MxK=final,
                              final_fraction=final_fraction)
-    sharding = proxy_sharding(mesh)
+    sharding, data_sharding = proxy_sharding(mesh), batch_sharding(mesh)
     vocab = store.vocab_size
     init, step_fn = jitted(cfg, vocab, train, custom_vjp, sharding)
     keys = proxy_keys(train.seed, pad(ids_M), same_init)
@@ -192,11 +197,11 @@ def train_mixtures(store: TokenStore, domains: list[str], w_MxK: np.ndarray, *, 
     step = rec["step"]
     if step == 0 and train.eval_every:
         evaluate(0)
-    next_tokens = jax.device_put(batches.get(step), sharding) if step < train.steps else None
+    next_tokens = jax.device_put(batches.get(step), data_sharding) if step < train.steps else None
     while step < train.steps:
         state, loss_M = step_fn(state, next_tokens)
         if step + 1 < train.steps:  # built while the step runs
-            next_tokens = jax.device_put(batches.get(step + 1), sharding)
+            next_tokens = jax.device_put(batches.get(step + 1), data_sharding)
         loss_M = to_host(loss_M)
         bad = ~np.isfinite(loss_M) & ~diverged
         steps_M[bad] = step

@@ -23,28 +23,31 @@ from pathlib import Path
 
 GLIBC_TUNABLES = ("glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=4294967295:"
                   "glibc.malloc.arena_max=1:glibc.malloc.hugetlb=1")
-SINGLE_THREAD_FLAGS = "--xla_cpu_multi_thread_eigen=false"
 
 
-def worker_env(base: dict | None = None, single_thread: bool = True, tunables: bool = True) -> dict:
-    """Environment of a worker: malloc tunables and single-threaded XLA:CPU (flags appended)."""
+def worker_env(base: dict | None = None, devices: int = 1, tunables: bool = True) -> dict:
+    """Environment of a worker owning `devices` cores: malloc tunables, single-threaded XLA:CPU with
+    one host device per core (proxies.xlaflags)."""
+    from proxies.xlaflags import cpu_flags
+
     env = dict(os.environ if base is None else base)
     if tunables:
-        env["GLIBC_TUNABLES"] = GLIBC_TUNABLES
-    flags = env.get("XLA_FLAGS", "").split()
-    # A token without leading dashes stops XLA's flag parsing silently: keep only real flags.
-    flags = [f for f in flags if f.startswith("--") and not f.startswith("--xla_cpu_multi_thread_eigen")]
-    env["XLA_FLAGS"] = " ".join(flags + ([SINGLE_THREAD_FLAGS] if single_thread else []))
+        env["GLIBC_TUNABLES"] = GLIBC_TUNABLES if devices == 1 else GLIBC_TUNABLES.replace(
+            "arena_max=1", f"arena_max={devices}")  # one arena per device thread
+    env["XLA_FLAGS"] = cpu_flags(env.get("XLA_FLAGS", ""), single_thread=True, devices=devices)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     return env
 
 
 def core_sets(workers: int) -> list[set[int]]:
-    """Split this process's cores evenly over `workers` (a worker with one core runs single-threaded)."""
+    """This process's cores in `workers` equal sets (leftover cores idle), so every worker of a plan
+    has the same number of devices whatever is left to do: results do not depend on how a run was
+    resumed. More workers than cores share cores round-robin."""
     cores = sorted(os.sched_getaffinity(0))
     if workers >= len(cores):
         return [{cores[i % len(cores)]} for i in range(workers)]
-    return [set(cores[i::workers]) for i in range(workers)]
+    per = len(cores) // workers
+    return [set(cores[i * per:(i + 1) * per]) for i in range(workers)]
 
 
 def die_with_parent(parent: int) -> None:
@@ -104,7 +107,7 @@ def enable_compile_cache(path: Path) -> None:
 def spawn(module: str, args: list[str], cores: set[int], log: Path, tunables: bool = True) -> subprocess.Popen:
     """Start `python -m module CORES PARENT args...` with the worker environment."""
     cmd = [sys.executable, "-m", module, format_cores(cores), str(os.getpid())] + [str(a) for a in args]
-    env = worker_env(single_thread=len(cores) == 1, tunables=tunables)
+    env = worker_env(devices=len(cores), tunables=tunables)
     return subprocess.Popen(cmd, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
 
 
@@ -156,9 +159,9 @@ def run_groups(out: Path, record: dict, todo: list[int], workers: int, progress:
             return
         logs = out / "groups"
         logs.mkdir(exist_ok=True)
-        workers = min(workers, len(todo))
-        procs = [spawn("proxies.workers", [out] + todo[i::workers], cores, logs / f"worker{i}.log")
-                 for i, cores in enumerate(core_sets(workers))]
+        sets = core_sets(min(workers, len(record["groups"])))  # fixed by the plan, not by what is left
+        n = min(len(sets), len(todo))
+        procs = [spawn("proxies.workers", [out] + todo[i::n], sets[i], logs / f"worker{i}.log") for i in range(n)]
         try:
             while any(p.poll() is None for p in procs):
                 time.sleep(0.5)

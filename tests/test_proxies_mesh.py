@@ -1,4 +1,5 @@
-"""Sharding the proxy axis over 4 forced host devices gives the results of one device."""
+"""Sharding over 4 forced host devices gives the results of one device: the proxy axis, and with
+fewer proxies than devices, each proxy's batch too."""
 
 import os
 import subprocess
@@ -20,6 +21,13 @@ SCRIPT = textwrap.dedent("""
     four = train_mixtures(store, list("abc"), w, model="tiny", train=train, mesh=proxy_mesh())
     one = train_mixtures(store, list("abc"), w, model="tiny", train=train, mesh=proxy_mesh(jax.devices()[:1]))
     np.testing.assert_allclose(four.val_loss_MxE, one.val_loss_MxE, rtol=1e-5)
+    # fewer proxies than devices: the default mesh splits each proxy's batch over the spare devices
+    assert dict(proxy_mesh(n_proxies=1, batch=4).shape) == {"proxies": 1, "batch": 4}
+    assert dict(proxy_mesh(n_proxies=2, batch=4).shape) == {"proxies": 2, "batch": 2}
+    assert dict(proxy_mesh(n_proxies=1, batch=3).shape) == {"proxies": 4, "batch": 1}
+    for rows in ([2], [0, 4]):
+        split = train_mixtures(store, list("abc"), w[rows], model="tiny", train=train, proxy_ids=np.array(rows))
+        np.testing.assert_allclose(split.val_loss_MxE, one.val_loss_MxE[rows], rtol=1e-5)
     print("OK", four.val_loss_MxE.shape, len(jax.devices()))
 """)
 
