@@ -11,11 +11,10 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import optax
 from flax import nnx
 
 from proxies.config import ModelConfig
-from proxies.kernels import blocked_attention, causal_attention, linear
+from proxies.kernels import blocked_attention, causal_attention, linear, row_max
 
 
 class Linear(nnx.Module):
@@ -118,8 +117,10 @@ def logits(cfg: ModelConfig, vocab_size: int, params, tokens_BxT, custom_vjp: bo
 def nats_BxT(cfg: ModelConfig, vocab_size: int, params, windows_BxT1, custom_vjp: bool = True):
     """Next-token negative log-likelihood (nats) at every position of windows of T+1 tokens."""
     inputs, targets = windows_BxT1[:, :-1], windows_BxT1[:, 1:]
-    out = logits(cfg, vocab_size, params, inputs, custom_vjp)
-    return optax.softmax_cross_entropy_with_integer_labels(out.astype(jnp.float32), targets)
+    out = logits(cfg, vocab_size, params, inputs, custom_vjp).astype(jnp.float32)
+    m = jax.lax.stop_gradient(row_max(out))  # log-sum-exp, shifted by the (constant) row maximum
+    lse = m[..., 0] + jnp.log(jnp.sum(jnp.exp(out - m), axis=-1))
+    return lse - jnp.take_along_axis(out, targets[..., None], axis=-1)[..., 0]
 
 
 def loss(cfg: ModelConfig, vocab_size: int, params, windows_BxT1, custom_vjp: bool = True):

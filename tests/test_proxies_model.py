@@ -7,7 +7,7 @@ import pytest
 
 from proxies import model as modellib
 from proxies.config import PRESETS, ModelConfig, preset
-from proxies.kernels import blocked_attention, causal_attention, linear
+from proxies.kernels import blocked_attention, causal_attention, linear, row_max
 from regmix.errors import RegmixError
 
 CFG = PRESETS["tiny"]
@@ -57,6 +57,27 @@ def test_linear_vjp_under_vmap():
     grads = lambda h: jax.jit(jax.vmap(jax.grad(h, (0, 1))))(x, w)
     for a, b in zip(grads(f), grads(g)):
         np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("width", [1, 31, 32, 64, 95, 257])
+def test_row_max_equals_max(width):
+    x = jax.random.normal(jax.random.key(width), (3, 5, width)) * 50
+    x = x.at[0, 0, -1].set(jnp.inf).at[1, 1, 0].set(-jnp.inf).at[2, 2, width // 2].set(jnp.nan)
+    np.testing.assert_array_equal(row_max(x), jnp.max(x, axis=-1, keepdims=True))
+
+
+def test_loss_matches_optax(params):
+    import optax
+
+    wins = jax.random.randint(jax.random.key(3), (2, 17), 0, V)
+    nats = modellib.nats_BxT(CFG, V, params, wins)
+    ref = optax.softmax_cross_entropy_with_integer_labels(modellib.logits(CFG, V, params, wins[:, :-1]), wins[:, 1:])
+    np.testing.assert_allclose(nats, ref, rtol=1e-6, atol=1e-6)
+    g = jax.grad(lambda p: modellib.loss(CFG, V, p, wins))(params)
+    g_ref = jax.grad(lambda p: jnp.mean(optax.softmax_cross_entropy_with_integer_labels(
+        modellib.logits(CFG, V, p, wins[:, :-1]), wins[:, 1:])))(params)
+    for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_ref)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
 
 def test_param_count_and_flops(params):
