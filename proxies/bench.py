@@ -1,9 +1,9 @@
 """`regmix bench proxies`: training throughput and MFU of the sweep's code path.
 
 The proxies are split over worker processes exactly as `regmix sweep` splits them (groups sized
-to the memory budget, one pinned worker per core, single-threaded when it owns one core), each
-worker runs `train_mixtures` on a synthetic byte-level store, and the timed region starts after
-the first (compiling) step, behind a barrier so all workers are timed together. MFU is model
+to the memory budget, one pinned single-threaded worker per core; a worker with several cores runs
+one host device per core), each worker runs `train_mixtures` on a synthetic byte-level store, and
+the timed region starts at the end of the first (compiling) step. MFU is model
 FLOPs per second over the float32 matmul peak measured in this process (best of jitted square
 products of sizes 1024 and 2048, on all cores, before and after the workers run). Model FLOPs per token = 6 x matmul parameters
 (output head in, embedding lookups out) + 12 x layers x seq_len x d_model.
@@ -27,22 +27,28 @@ BENCH_DOMAINS = 4
 def peak_matmul_flops(sizes=(1024, 2048), reps: int = 5, clock=time.perf_counter) -> float:
     """Best float32 FLOP/s of a jitted square matrix product in this process.
 
-    `clock=time.process_time` gives FLOPs per CPU-second instead: on a shared machine that is
-    less sensitive to time lost to other processes.
+    With several local devices (a worker with one host device per core), every device multiplies
+    its own pair at once and the FLOPs add up. `clock=time.process_time` gives FLOPs per
+    CPU-second instead: on a shared machine that is less sensitive to time lost to other processes.
     """
     import jax
     import jax.numpy as jnp
+    from jax.sharding import NamedSharding, PartitionSpec
 
+    from proxies.mesh import proxy_mesh
+
+    d = jax.local_device_count()
+    split = NamedSharding(proxy_mesh(jax.local_devices()), PartitionSpec("proxies"))
     best = 0.0
     for n in sizes:
-        a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-        b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+        a = jax.device_put(jax.random.normal(jax.random.key(0), (d, n, n), jnp.float32), split)
+        b = jax.device_put(jax.random.normal(jax.random.key(1), (d, n, n), jnp.float32), split)
         f = jax.jit(lambda x, y: x @ y)
         f(a, b).block_until_ready()
         for _ in range(reps):
             t = clock()
             f(a, b).block_until_ready()
-            best = max(best, 2.0 * n ** 3 / max(clock() - t, 1e-9))
+            best = max(best, d * 2.0 * n ** 3 / max(clock() - t, 1e-9))
     return best
 
 
@@ -115,7 +121,7 @@ def _worker(work: Path, index: int) -> None:
     mine = spec["groups"][index::spec["workers"]]
     from proxies.workers import current_rss_bytes, release_memory
 
-    tokens, seconds, cpu_seconds, peak, cpu_peak = 0, 0.0, 0.0, 0.0, 0.0
+    tokens, seconds, cpu_seconds = 0, 0.0, 0.0
     rss_after = []
 
     def barrier(name: str) -> None:
@@ -123,18 +129,16 @@ def _worker(work: Path, index: int) -> None:
         while not all((work / f"{name}{i}").exists() for i in range(spec["workers"])):
             time.sleep(0.01)
 
+    barrier("ready")  # every worker at once: the cores' aggregate peak
+    peak = peak_matmul_flops()
+    cpu_peak = peak_matmul_flops(clock=time.process_time)
+    barrier("measured")
     for g, members in enumerate(mine):
         rng = np.random.default_rng(members[0])
         w = rng.dirichlet(np.ones(BENCH_DOMAINS), size=len(members))
         marks = {}
 
-        def on_step(step, _tokens):
-            nonlocal peak, cpu_peak
-            if step == 1 and g == 0:  # compiled: wait for every worker, measure, then time together
-                barrier("ready")
-                peak = peak_matmul_flops()  # every worker at once: the cores' aggregate peak
-                cpu_peak = peak_matmul_flops(clock=time.process_time)
-                barrier("measured")
+        def on_step(step, _tokens):  # step 1 includes compiling: timed from its end
             marks[step] = (time.perf_counter(), time.process_time())
 
         train_mixtures(store, store.domains, w, model=spec["preset"], train=train, proxy_ids=members,

@@ -194,25 +194,38 @@ def train_mixtures(store: TokenStore, domains: list[str], w_MxK: np.ndarray, *, 
         rec["curve_loss"].append(_json_floats(loss_MxE))
         rec["curve_bpb"].append(_json_floats(bpb_MxE))
 
+    def settle(done: int, loss_M) -> None:
+        """Record the losses of step `done` (read one step late: the next step is already queued,
+        so the devices never wait for Python between steps)."""
+        loss_M = to_host(loss_M)
+        bad = ~np.isfinite(loss_M) & ~diverged
+        steps_M[bad] = done
+        diverged[bad] = True
+        if on_step is not None:
+            on_step(done + 1, (done + 1) * tokens_per_step)
+
     step = rec["step"]
     if step == 0 and train.eval_every:
         evaluate(0)
     next_tokens = jax.device_put(batches.get(step), data_sharding) if step < train.steps else None
+    pending = None
     while step < train.steps:
         state, loss_M = step_fn(state, next_tokens)
         if step + 1 < train.steps:  # built while the step runs
             next_tokens = jax.device_put(batches.get(step + 1), data_sharding)
-        loss_M = to_host(loss_M)
-        bad = ~np.isfinite(loss_M) & ~diverged
-        steps_M[bad] = step
-        diverged |= bad
+        if pending is not None:
+            settle(*pending)
+        pending = (step, loss_M)
         step += 1
-        if on_step is not None:
-            on_step(step, step * tokens_per_step)
-        if step == train.steps or (train.eval_every and step % train.eval_every == 0):
+        evaluating = step == train.steps or (train.eval_every and step % train.eval_every == 0)
+        saving = checkpoint_dir is not None and train.checkpoint_every and (
+            step % train.checkpoint_every == 0 and step < train.steps)
+        if evaluating or saving:
+            settle(*pending)
+            pending = None
+        if evaluating:
             evaluate(step)
-        if checkpoint_dir is not None and train.checkpoint_every and (
-                step % train.checkpoint_every == 0 and step < train.steps):
+        if saving:
             rec.update(step=step, diverged=diverged.tolist(), steps=steps_M.tolist(),
                        seconds=time.perf_counter() - t0)
             checkpoint.save(Path(checkpoint_dir), step, state, rec)
