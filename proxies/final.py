@@ -23,7 +23,6 @@ import math
 import os
 import shutil
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -122,7 +121,7 @@ def collect(out: str | Path) -> dict:
 
 def run_final(plan: dict, out: str | Path, workers: int = 1) -> dict:
     """Train (or resume) every job of `plan` into `out`; returns `collect(out)`."""
-    from proxies.workers import core_sets, enable_compile_cache, spawn
+    from proxies.workers import enable_compile_cache, run_workers
 
     out = Path(out)
     with locked(out):
@@ -138,24 +137,7 @@ def run_final(plan: dict, out: str | Path, workers: int = 1) -> dict:
             for j in todo:
                 train_job(out, j, plan)
         elif workers > 1:
-            logs = out / "jobs"
-            sets = core_sets(workers)
-            n = min(len(sets), len(todo))
-            procs = [spawn("proxies.final", [out] + todo[i::n], sets[i], logs / f"worker{i}.log") for i in range(n)]
-            try:
-                while any(p.poll() is None for p in procs):
-                    time.sleep(0.5)
-                    failed = [i for i, p in enumerate(procs) if p.poll() not in (None, 0)]
-                    if failed:
-                        log = (logs / f"worker{failed[0]}.log").read_text(errors="replace").strip()
-                        last = log.splitlines()[-1] if log else "no output"
-                        raise RegmixError(f"{out}: final-run worker {failed[0]} failed: {last} "
-                                          f"(see {logs}/worker{failed[0]}.log)")
-            finally:
-                for p in procs:
-                    if p.poll() is None:
-                        p.kill()
-                        p.wait()
+            run_workers("proxies.final", out, todo, workers, out / "jobs", what="final-run worker")
     return collect(out)
 
 

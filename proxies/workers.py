@@ -131,7 +131,6 @@ def run_groups(out: Path, record: dict, todo: list[int], workers: int, progress:
     from tqdm import tqdm
 
     from proxies.sweep import finished_groups, train_group, write_tables
-    from regmix.errors import RegmixError
 
     n_total = sum(len(g) for g in record["groups"])
     done = finished_groups(out, record)
@@ -161,26 +160,39 @@ def run_groups(out: Path, record: dict, todo: list[int], workers: int, progress:
             return
         logs = out / "groups"
         logs.mkdir(exist_ok=True)
-        sets = core_sets(min(workers, len(record["groups"])))  # fixed by the plan, not by what is left
-        n = min(len(sets), len(todo))
-        procs = [spawn("proxies.workers", [out] + todo[i::n], sets[i], logs / f"worker{i}.log") for i in range(n)]
-        try:
-            while any(p.poll() is None for p in procs):
-                time.sleep(0.5)
-                refresh()
-                failed = [i for i, p in enumerate(procs) if p.poll() not in (None, 0)]
-                if failed:
-                    log = (logs / f"worker{failed[0]}.log").read_text(errors="replace").strip()
-                    last = log.splitlines()[-1] if log else "no output"
-                    raise RegmixError(f"{out}: worker {failed[0]} failed: {last} (see {logs}/worker{failed[0]}.log)")
-        finally:
-            for p in procs:
-                if p.poll() is None:
-                    p.kill()
-                    p.wait()
+        run_workers("proxies.workers", out, todo, min(workers, len(record["groups"])), logs, tick=refresh)
         refresh()
     finally:
         bar.close()
+
+
+def run_workers(module: str, out: Path, todo: list[int], planned: int, logs: Path, what: str = "worker",
+                tick=None) -> None:
+    """Run the items `todo` in pinned worker processes (`python -m module`) and wait for them.
+
+    The workers take the core sets of `planned` workers: fixed by the plan, not by what is left, so
+    an item runs on the same devices however a run was resumed. Every 0.5 s `tick()` is called; a
+    failed worker stops the others and raises with the last line of its log."""
+    from regmix.errors import RegmixError
+
+    sets = core_sets(planned)
+    n = min(len(sets), len(todo))
+    procs = [spawn(module, [out] + todo[i::n], sets[i], logs / f"worker{i}.log") for i in range(n)]
+    try:
+        while any(p.poll() is None for p in procs):
+            time.sleep(0.5)
+            if tick is not None:
+                tick()
+            failed = [i for i, p in enumerate(procs) if p.poll() not in (None, 0)]
+            if failed:
+                log = (logs / f"worker{failed[0]}.log").read_text(errors="replace").strip()
+                last = log.splitlines()[-1] if log else "no output"
+                raise RegmixError(f"{out}: {what} {failed[0]} failed: {last} (see {logs}/worker{failed[0]}.log)")
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
 
 
 def worker_main(argv: list[str], record_file: str, run_one, after_each=None) -> int:
