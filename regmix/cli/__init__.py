@@ -39,9 +39,6 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from proxies.xlaflags import set_process_flags
-
-    set_process_flags()  # before any command starts JAX
     parser = build_parser()
     args = parser.parse_args(argv)
     warnings.showwarning = _one_line_warning
