@@ -49,9 +49,10 @@ def test_blocked_attention_gradients(blocks):
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
-def test_linear_vjp_under_vmap():
-    x = jax.random.normal(jax.random.key(0), (3, 4, 5, 6))
-    w = jax.random.normal(jax.random.key(1), (3, 6, 7))
+@pytest.mark.parametrize("d_in,d_out", [(6, 7), (32, 16), (16, 17)])  # dW as x^T g and as (g^T x)^T
+def test_linear_vjp_under_vmap(d_in, d_out):
+    x = jax.random.normal(jax.random.key(0), (3, 4, 5, d_in))
+    w = jax.random.normal(jax.random.key(1), (3, d_in, d_out))
     f = lambda x, w: jnp.sum(jnp.tanh(linear(x, w)))
     g = lambda x, w: jnp.sum(jnp.tanh(x @ w))
     grads = lambda h: jax.jit(jax.vmap(jax.grad(h, (0, 1))))(x, w)
