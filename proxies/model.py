@@ -15,7 +15,7 @@ import numpy as np
 from flax import nnx
 
 from proxies.config import ModelConfig
-from proxies.kernels import blocked_attention, causal_attention, linear, row_max
+from proxies.kernels import blocked_attention, causal_attention, linear, row_max, swiglu
 
 
 class Linear(nnx.Module):
@@ -78,7 +78,10 @@ class Block(nnx.Module):
         o = attend(q, kT, vT, cfg.attn_blocks)
         o = jnp.transpose(o, (0, 2, 1, 3)).reshape(b, t, d)
         x_BxTxD = x_BxTxD + self.wo(o)
-        gate, up = jnp.split(self.w_gate_up(self.mlp_norm(x_BxTxD)), 2, axis=-1)
+        h = self.mlp_norm(x_BxTxD)
+        if custom_vjp:
+            return x_BxTxD + self.w_down(swiglu(h, self.w_gate_up.kernel[...]))
+        gate, up = jnp.split(self.w_gate_up(h), 2, axis=-1)
         return x_BxTxD + self.w_down(jax.nn.silu(gate) * up)
 
 

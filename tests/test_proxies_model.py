@@ -7,7 +7,7 @@ import pytest
 
 from proxies import model as modellib
 from proxies.config import PRESETS, ModelConfig, preset
-from proxies.kernels import blocked_attention, causal_attention, linear, row_max
+from proxies.kernels import blocked_attention, causal_attention, linear, row_max, swiglu
 from regmix.errors import RegmixError
 
 CFG = PRESETS["tiny"]
@@ -57,6 +57,22 @@ def test_linear_vjp_under_vmap(d_in, d_out):
     g = lambda x, w: jnp.sum(jnp.tanh(x @ w))
     grads = lambda h: jax.jit(jax.vmap(jax.grad(h, (0, 1))))(x, w)
     for a, b in zip(grads(f), grads(g)):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_swiglu_vjp_under_vmap():
+    x = jax.random.normal(jax.random.key(0), (3, 4, 5, 6)) * 2
+    w = jax.random.normal(jax.random.key(1), (3, 6, 2 * 7))
+
+    def ref(x, w):
+        gate, up = jnp.split(x @ w, 2, axis=-1)
+        return jax.nn.silu(gate) * up
+
+    f = lambda act: lambda x, w: jnp.sum(jnp.tanh(act(x, w)))
+    vg = lambda act: jax.jit(jax.vmap(jax.value_and_grad(f(act), (0, 1))))(x, w)
+    (y1, g1), (y2, g2) = vg(swiglu), vg(ref)
+    np.testing.assert_allclose(y1, y2, rtol=1e-5)
+    for a, b in zip(g1, g2):
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
