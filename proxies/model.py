@@ -97,7 +97,9 @@ class Transformer(nnx.Module):
         """Logits (B, T, V) of the next token at every position."""
         t = tokens_BxT.shape[-1]
         cos, sin = rope_tables(t, self.cfg.head_dim, self.cfg.rope_base)
-        x = jnp.take(self.embed[...], tokens_BxT, axis=0)
+        # "clip": token ids come from the store, below vocab_size; the default mode's out-of-range
+        # checks and NaN fill cost a full pass over the embedded batch.
+        x = jnp.take(self.embed[...], tokens_BxT, axis=0, mode="clip")
         for block in self.blocks:
             x = block(x, cos, sin, custom_vjp)
         return self.head(self.final_norm(x))
