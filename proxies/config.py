@@ -24,11 +24,14 @@ class ModelConfig:
     rope_base: float = 10000.0
     init_std: float = 0.02
     attn_blocks: int = 4  # causal query blocks of the attention kernel (1 = plain masked attention)
+    attn_chunk: int = 2  # (sequence, head) pairs per proxy that attention takes at a time (0: all)
 
     def __post_init__(self):
         for name in ("n_layers", "d_model", "n_heads", "d_ff", "attn_blocks"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.attn_chunk < 0:
+            raise ValueError(f"attn_chunk must be >= 0, got {self.attn_chunk}")
         if self.d_model % self.n_heads or (self.d_model // self.n_heads) % 2:
             raise ValueError(f"d_model {self.d_model} must split into {self.n_heads} heads of even size")
 

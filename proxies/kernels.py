@@ -7,7 +7,8 @@ works in (batch, heads, time, head_dim) layout over `n_blocks` causal query bloc
 multiplies against keys up to its own end, which skips ~(1 - (n+1)/2n) of the masked work, and the
 saved probabilities are the same fraction smaller. SwiGLU differentiates its gate and up halves
 separately instead of concatenating their gradients. All are exact (same maths as autodiff).
-Row maxima (softmax, log-sum-exp) are taken by `row_max`, which XLA:CPU vectorises.
+Row maxima (softmax, log-sum-exp) are taken by `row_max`, which XLA:CPU vectorises. `attention`
+runs either kernel over a few (sequence, head) pairs at a time.
 """
 
 from __future__ import annotations
@@ -172,3 +173,19 @@ _attention_vjp.defvjp(_attention_fwd, _attention_bwd)
 def blocked_attention(q, kT, vT, n_blocks: int = 4):
     """Causal attention with the blocked custom VJP; q (B, H, T, D), kT and vT (B, H, D, T)."""
     return _attention_vjp(q, kT, vT, n_blocks)
+
+
+def attention(q, kT, vT, n_blocks: int = 4, chunk: int = 0, custom_vjp: bool = True):
+    """Causal attention over q (B, H, T, D), kT and vT (B, H, D, T), `chunk` (sequence, head) pairs at
+    a time (0: all at once). Same values as all at once; in chunks, each one's scores and
+    probabilities stay in cache between the passes over them (about 4% of a 1m training step on
+    CPU). `custom_vjp`: the blocked kernel above, else autodiff of the reference."""
+    attend = blocked_attention if custom_vjp else causal_attention
+    b, h, t, d = q.shape
+    n = b * h
+    c = max((k for k in range(1, min(chunk, n) + 1) if n % k == 0), default=n)
+    if chunk <= 0 or c >= n:
+        return attend(q, kT, vT, n_blocks)
+    split = lambda x: x.reshape(n // c, c, 1, *x.shape[2:])  # each chunk: B = c, H = 1
+    o = lax.map(lambda qkv: attend(*qkv, n_blocks), (split(q), split(kT), split(vT)))
+    return o.reshape(b, h, t, d)

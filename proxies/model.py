@@ -15,7 +15,7 @@ import numpy as np
 from flax import nnx
 
 from proxies.config import ModelConfig
-from proxies.kernels import blocked_attention, causal_attention, linear, row_max, swiglu
+from proxies.kernels import attention, linear, row_max, swiglu
 
 
 class Linear(nnx.Module):
@@ -74,8 +74,7 @@ class Block(nnx.Module):
         q = jnp.transpose(q, (0, 2, 1, 3))  # (B, H, T, hd)
         kT = jnp.transpose(k, (0, 2, 3, 1))  # (B, H, hd, T)
         vT = jnp.transpose(qkv[:, :, 2], (0, 2, 3, 1))
-        attend = blocked_attention if custom_vjp else causal_attention
-        o = attend(q, kT, vT, cfg.attn_blocks)
+        o = attention(q, kT, vT, cfg.attn_blocks, cfg.attn_chunk, custom_vjp)
         o = jnp.transpose(o, (0, 2, 1, 3)).reshape(b, t, d)
         x_BxTxD = x_BxTxD + self.wo(o)
         h = self.mlp_norm(x_BxTxD)

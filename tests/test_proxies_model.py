@@ -7,7 +7,7 @@ import pytest
 
 from proxies import model as modellib
 from proxies.config import PRESETS, ModelConfig, preset
-from proxies.kernels import blocked_attention, causal_attention, linear, row_max, swiglu
+from proxies.kernels import attention, blocked_attention, causal_attention, linear, row_max, swiglu
 from regmix.errors import RegmixError
 
 CFG = PRESETS["tiny"]
@@ -44,6 +44,18 @@ def test_blocked_attention_gradients(blocks):
     f = lambda att: lambda q, k, v: jnp.sum(jnp.sin(att(q, k, v, blocks)))
     vg = lambda att: jax.jit(jax.value_and_grad(f(att), (0, 1, 2)))(q, k, v)
     (y1, g1), (y2, g2) = vg(blocked_attention), vg(causal_attention)
+    np.testing.assert_allclose(y1, y2, rtol=1e-5)
+    for a, b in zip(g1, g2):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 4, 100])
+def test_chunked_attention_equals_whole(chunk):
+    q, k, v = (jax.random.normal(jax.random.key(i), (3, 2, 4, 13, 8)) for i in range(3))
+    k, v = jnp.swapaxes(k, -1, -2), jnp.swapaxes(v, -1, -2)
+    f = lambda c: lambda q, k, v: jnp.sum(jnp.sin(attention(q, k, v, 4, c)))
+    vg = lambda c: jax.jit(jax.vmap(jax.value_and_grad(f(c), (0, 1, 2))))(q, k, v)
+    (y1, g1), (y2, g2) = vg(chunk), vg(0)
     np.testing.assert_allclose(y1, y2, rtol=1e-5)
     for a, b in zip(g1, g2):
         np.testing.assert_allclose(a, b, atol=1e-5)
