@@ -43,8 +43,8 @@ def main(argv=None) -> int:
         print(json.dumps(rec), file=sys.stderr)
     lines = [f"preset {args.preset}, batch {args.batch} x {args.seq_len}, timed steps: "
              + ", ".join(f"M={r['n_proxies']}: {r['steps']}" for r in rows),
-             "", "| M | workers x group | tokens/s | MFU | peak matmul GFLOP/s | MFU (workers' peak) | MFU (per CPU-s) "
-             "| peak RSS (GB) | load |", "|---|---|---|---|---|---|---|---|---|"]
+             "", ("| M | workers x group | tokens/s | MFU | peak matmul GFLOP/s | MFU (workers' peak) "
+                  "| MFU (per CPU-s) | peak RSS (GB) | load |"), "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['n_proxies']} | {r['workers']} x {r['groups'][0]} ({len(r['groups'])} groups) | "
                      f"{r['tokens_per_s']:,.0f} | {r['mfu']:.3f} | {r['peak_matmul_flops_per_s'] / 1e9:.0f} | "

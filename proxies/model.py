@@ -77,10 +77,10 @@ class Block(nnx.Module):
         o = attention(q, kT, vT, cfg.attn_blocks, cfg.attn_chunk, custom_vjp, cfg.attn_by_head)
         o = jnp.transpose(o, (0, 2, 1, 3)).reshape(b, t, d)
         x_BxTxD = x_BxTxD + self.wo(o)
-        h = self.mlp_norm(x_BxTxD)
+        y = self.mlp_norm(x_BxTxD)
         if custom_vjp:
-            return x_BxTxD + self.w_down(swiglu(h, self.w_gate_up.kernel[...]))
-        gate, up = jnp.split(self.w_gate_up(h), 2, axis=-1)
+            return x_BxTxD + self.w_down(swiglu(y, self.w_gate_up.kernel[...]))
+        gate, up = jnp.split(self.w_gate_up(y), 2, axis=-1)
         return x_BxTxD + self.w_down(jax.nn.silu(gate) * up)
 
 
