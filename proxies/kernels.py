@@ -56,8 +56,7 @@ linear.defvjp(_linear_fwd, _linear_bwd)
 @jax.custom_vjp
 def swiglu(x_NxI: jax.Array, w_Ix2F: jax.Array) -> jax.Array:
     """silu(x @ w_gate) * (x @ w_up), with w = [w_gate | w_up] on the last axis."""
-    gate, up = jnp.split(linear(x_NxI, w_Ix2F), 2, axis=-1)
-    return jax.nn.silu(gate) * up
+    return _swiglu_fwd(x_NxI, w_Ix2F)[0]
 
 
 def _swiglu_fwd(x, w):
@@ -185,14 +184,15 @@ def attention(q, kT, vT, n_blocks: int = 4, chunk: int = 0, custom_vjp: bool = T
     `custom_vjp`: the blocked kernel above, else autodiff of the reference."""
     attend = blocked_attention if custom_vjp else causal_attention
     b, h, t, d = q.shape
+
+    def in_pieces(split):  # split: (B, H, ...) -> (pieces, B', H', ...)
+        return lax.map(lambda qkv: attend(*qkv, n_blocks), (split(q), split(kT), split(vT)))
+
     if by_head:
-        heads_first = lambda x: jnp.moveaxis(x, 1, 0)[:, :, None]  # each piece: (B, 1, ...)
-        o = lax.map(lambda qkv: attend(*qkv, n_blocks), (heads_first(q), heads_first(kT), heads_first(vT)))
+        o = in_pieces(lambda x: jnp.moveaxis(x, 1, 0)[:, :, None])  # each piece: (B, 1, ...)
         return jnp.moveaxis(o[:, :, 0], 0, 1)
     n = b * h
-    c = max((k for k in range(1, min(chunk, n) + 1) if n % k == 0), default=n)
-    if chunk <= 0 or c >= n:
+    c = max((k for k in range(1, min(chunk, n) + 1) if n % k == 0), default=n)  # n for chunk <= 0
+    if c >= n:
         return attend(q, kT, vT, n_blocks)
-    split = lambda x: x.reshape(n // c, c, 1, *x.shape[2:])  # each chunk: B = c, H = 1
-    o = lax.map(lambda qkv: attend(*qkv, n_blocks), (split(q), split(kT), split(vT)))
-    return o.reshape(b, h, t, d)
+    return in_pieces(lambda x: x.reshape(n // c, c, 1, *x.shape[2:])).reshape(b, h, t, d)  # (c, 1, ...)

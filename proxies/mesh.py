@@ -3,14 +3,14 @@
 The mesh has two axes, ("proxies", "batch"). Every stacked array (parameters, optimizer state) is
 split along its leading proxy axis with `NamedSharding(mesh, P("proxies"))` and the batches with
 `P("proxies", "batch")`. Proxies are independent, so the proxy axis needs no communication. The
-batch axis has size 1 unless there are fewer proxies than devices: then the spare devices split
-each proxy's batch (data parallel; the gradients are summed across them), so one proxy on two
-cores uses both. Its results then agree with a one-device run to float rounding, not bit for bit. Multi-host: call `jax.distributed.initialize()` on
-every host before `train_mixtures`; `jax.devices()` then lists all hosts' devices, the default
-mesh spans them, every host builds the same global batch (a pure function of the seed and the
-step) and `jax.device_put` keeps each host's shards; per-proxy losses come back to every host
-through `to_host`. On CPUs prefer giving each host its own groups of a sweep (`python -m
-proxies.workers`), which needs no collective setup.
+batch axis has size 1 unless there are fewer proxies than devices: then the spare devices split each
+proxy's batch (data parallel; the gradients are summed across them), so one proxy on two cores uses
+both. Its results then agree with a one-device run to float rounding, not bit for bit. Multi-host:
+call `jax.distributed.initialize()` on every host before `train_mixtures`; `jax.devices()` then
+lists all hosts' devices, the default mesh spans them, every host builds the same global batch (a
+pure function of the seed and the step) and `jax.device_put` keeps each host's shards; per-proxy
+losses come back to every host through `to_host`. On CPUs prefer giving each host its own groups of
+a sweep (`python -m proxies.workers`), which needs no collective setup.
 """
 
 from __future__ import annotations
