@@ -174,25 +174,17 @@ def blocked_attention(q, kT, vT, n_blocks: int = 4):
     return _attention_vjp(q, kT, vT, n_blocks)
 
 
-def attention(q, kT, vT, n_blocks: int = 4, chunk: int = 0, custom_vjp: bool = True,
-              by_head: bool = False):
+def attention(q, kT, vT, n_blocks: int = 4, chunk: int = 0, custom_vjp: bool = True):
     """Causal attention over q (B, H, T, D), kT and vT (B, H, D, T), `chunk` (sequence, head) pairs at
-    a time (0: all at once), or with `by_head` one head of every sequence at a time. Same values as
-    all at once; in pieces, each one's scores and probabilities stay in cache between the passes
-    over them (on CPU about 4% of a 1m training step, 7% when its batch is split over two cores).
-    `by_head` keeps the batch axis whole in every piece, so it suits a batch split across devices.
-    `custom_vjp`: the blocked kernel above, else autodiff of the reference."""
+    a time (0: all at once). Same values as all at once; in pieces, each one's scores and
+    probabilities stay in cache between the passes over them (on CPU about 4% of a 1m training
+    step). `custom_vjp`: the blocked kernel above, else autodiff of the reference."""
     attend = blocked_attention if custom_vjp else causal_attention
     b, h, t, d = q.shape
-
-    def in_pieces(split):  # split: (B, H, ...) -> (pieces, B', H', ...)
-        return lax.map(lambda qkv: attend(*qkv, n_blocks), (split(q), split(kT), split(vT)))
-
-    if by_head:
-        o = in_pieces(lambda x: jnp.moveaxis(x, 1, 0)[:, :, None])  # each piece: (B, 1, ...)
-        return jnp.moveaxis(o[:, :, 0], 0, 1)
     n = b * h
     c = max((k for k in range(1, min(chunk, n) + 1) if n % k == 0), default=n)  # n for chunk <= 0
     if c >= n:
         return attend(q, kT, vT, n_blocks)
-    return in_pieces(lambda x: x.reshape(n // c, c, 1, *x.shape[2:])).reshape(b, h, t, d)  # (c, 1, ...)
+    pieces = lambda x: x.reshape(n // c, c, 1, *x.shape[2:])  # each piece: (c, 1, ...)
+    o = lax.map(lambda qkv: attend(*qkv, n_blocks), (pieces(q), pieces(kT), pieces(vT)))
+    return o.reshape(b, h, t, d)

@@ -74,7 +74,7 @@ class Block(nnx.Module):
         q = jnp.transpose(q, (0, 2, 1, 3))  # (B, H, T, hd)
         kT = jnp.transpose(k, (0, 2, 3, 1))  # (B, H, hd, T)
         vT = jnp.transpose(qkv[:, :, 2], (0, 2, 3, 1))
-        o = attention(q, kT, vT, cfg.attn_blocks, cfg.attn_chunk, custom_vjp, cfg.attn_by_head)
+        o = attention(q, kT, vT, cfg.attn_blocks, cfg.attn_chunk, custom_vjp)
         o = jnp.transpose(o, (0, 2, 1, 3)).reshape(b, t, d)
         x_BxTxD = x_BxTxD + self.wo(o)
         y = self.mlp_norm(x_BxTxD)

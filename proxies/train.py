@@ -43,14 +43,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import Mesh
+from jax import lax
+from jax.flatten_util import ravel_pytree
+from jax.sharding import Mesh, PartitionSpec as P
 
 from proxies import checkpoint
 from proxies import model as modellib
 from proxies.batches import MixtureBatches, check_mixtures
 from proxies.config import ModelConfig, TrainConfig, preset
 from proxies.evaluate import Evaluator
-from proxies.mesh import BATCH_AXIS, batch_sharding, padded_size, proxy_mesh, proxy_sharding, to_host
+from proxies.mesh import AXIS, BATCH_AXIS, batch_sharding, padded_size, proxy_mesh, proxy_sharding, to_host
 from regmix.config import to_dict
 from regmix.corpus.store import TokenStore
 from regmix.errors import RegmixError
@@ -98,28 +100,40 @@ def make_init(cfg: ModelConfig, vocab_size: int, train: TrainConfig):
     return jax.vmap(init_one)
 
 
-def make_train_step(cfg: ModelConfig, vocab_size: int, train: TrainConfig, custom_vjp: bool = True):
-    """Pure `step(state, tokens_MxBxT1) -> (state, loss_M)`; jit it donating `state`."""
+def make_train_step(cfg: ModelConfig, vocab_size: int, train: TrainConfig, custom_vjp: bool = True,
+                    mesh: Mesh | None = None):
+    """Pure `step(state, tokens_MxBxT1) -> (state, loss_M)`; jit it donating `state`.
+
+    With a `mesh` whose batch axis splits each proxy's batch, the step is a `shard_map`: every device
+    takes the gradients of its share of the batch, and the shares are summed in one all-reduce of
+    all gradients flattened into a single vector (XLA's own partitioning of the plain step reduces
+    them one array at a time, and over gloo between processes each reduction costs a round trip)."""
     tx = optimizer(train)
+    split = 1 if mesh is None else mesh.shape[BATCH_AXIS]
 
     def one(state: TrainState, tokens_BxT1):
         loss, grads = jax.value_and_grad(
             lambda p: modellib.loss(cfg, vocab_size, p, tokens_BxT1, custom_vjp))(state.params)
+        if split > 1:  # equal shares: the batch's mean is the mean of the shares' means
+            flat, unravel = ravel_pytree((grads, loss))
+            grads, loss = unravel(lax.psum(flat, BATCH_AXIS) / split)
         updates, opt = tx.update(grads, state.opt, state.params)
         updates = jax.tree.map(lambda u: u * state.lr_scale, updates)
         return TrainState(optax.apply_updates(state.params, updates), opt, state.lr_scale), loss
 
-    return jax.vmap(one)
+    step = jax.vmap(one)
+    if split == 1:
+        return step
+    # check_vma off: the custom VJPs' weight gradients vary over the batch axis until the psum.
+    return jax.shard_map(step, mesh=mesh, in_specs=(P(AXIS), P(AXIS, BATCH_AXIS)), out_specs=P(AXIS),
+                         check_vma=False)
 
 
 def for_mesh(cfg: ModelConfig, mesh: Mesh) -> ModelConfig:
     """`cfg` as it runs on `mesh` (same results, faster): attention in pieces is for CPUs, where it
-    keeps scores in cache; with each proxy's batch split across devices, the pieces are heads (a
-    loop over pieces of a split axis would first gather it onto every device)."""
+    keeps scores in cache."""
     if mesh.devices.flat[0].platform != "cpu":
-        return dataclasses.replace(cfg, attn_chunk=0, attn_by_head=False)
-    if mesh.shape[BATCH_AXIS] > 1:
-        return dataclasses.replace(cfg, attn_by_head=True)
+        return dataclasses.replace(cfg, attn_chunk=0)
     return cfg
 
 
@@ -128,10 +142,10 @@ def jitted(cfg: ModelConfig, vocab_size: int, train: TrainConfig, custom_vjp: bo
     """(init, step) jitted once per configuration, so repeated calls share compiled work.
 
     The state stays split over the proxy axis (replicated over the batch axis, where the gradients
-    of a proxy's batch shards are summed)."""
+    of a proxy's batch shares are summed)."""
     init = jax.jit(make_init(cfg, vocab_size, train), out_shardings=sharding)
-    step = jax.jit(make_train_step(cfg, vocab_size, train, custom_vjp), donate_argnames="state",
-                   out_shardings=sharding)
+    step = jax.jit(make_train_step(cfg, vocab_size, train, custom_vjp, sharding.mesh),
+                   donate_argnames="state", out_shardings=sharding)
     return init, step
 
 
