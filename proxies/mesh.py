@@ -4,13 +4,17 @@ The mesh has two axes, ("proxies", "batch"). Every stacked array (parameters, op
 split along its leading proxy axis with `NamedSharding(mesh, P("proxies"))` and the batches with
 `P("proxies", "batch")`. Proxies are independent, so the proxy axis needs no communication. The
 batch axis has size 1 unless there are fewer proxies than devices: then the spare devices split each
-proxy's batch (data parallel; the gradients are summed across them), so one proxy on two cores uses
-both. Its results then agree with a one-device run to float rounding, not bit for bit. Multi-host:
-call `jax.distributed.initialize()` on every host before `train_mixtures`; `jax.devices()` then
-lists all hosts' devices, the default mesh spans them, every host builds the same global batch (a
-pure function of the seed and the step) and `jax.device_put` keeps each host's shards; per-proxy
-losses come back to every host through `to_host`. On CPUs prefer giving each host its own groups of
-a sweep (`python -m proxies.workers`), which needs no collective setup.
+proxy's batch (data parallel: the training step becomes a `shard_map` whose gradients are summed in
+one all-reduce, proxies.train), so one proxy on two cores uses both. Its results then agree with a
+one-device run to float rounding, not bit for bit.
+
+Multi-host: call `jax.distributed.initialize()` on every host before `train_mixtures`;
+`jax.devices()` then lists all hosts' devices, the default mesh spans them, every host builds the
+same global batch (a pure function of the seed and the step) and `jax.device_put` keeps each host's
+shards; per-proxy losses come back to every host through `to_host`. Between CPU hosts the
+collectives go over gloo (TCP). tests/test_proxies_mesh.py runs this path with two processes on one
+machine and gets the results of one process. On CPUs prefer giving each host its own groups of a
+sweep (`python -m proxies.workers`), which needs no collective setup.
 """
 
 from __future__ import annotations

@@ -38,3 +38,47 @@ def test_four_host_devices_equal_one(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "OK (5, 3) 4" in proc.stdout
+
+
+MULTI = textwrap.dedent("""
+    import sys, jax, numpy as np
+    rank, port, folder = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+    if rank >= 0:  # two processes of one device each, joined as the hosts of a cluster would be
+        jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=2, process_id=rank)
+    from proxies.config import TrainConfig
+    from proxies.train import train_mixtures
+    from regmix.corpus.store import write_store
+    rng = np.random.default_rng(0)
+    arrays = {d: (rng.integers(0, 20 + 30 * i, 3000), rng.integers(0, 20 + 30 * i, 300)) for i, d in enumerate("abc")}
+    store = write_store(f"{folder}/store{rank}", arrays, vocab_size=257, eod_id=256)
+    train = TrainConfig(steps=6, batch=4, seq_len=32, warmup_steps=2, eval_windows=4, eval_batch=4)
+    w = np.array([[0.5, 0.5, 0.0], [0.2, 0.3, 0.5]])
+    both = train_mixtures(store, list("abc"), w, model="tiny", train=train).val_loss_MxE  # proxies split
+    alone = train_mixtures(store, list("abc"), w[1:], model="tiny", train=train, proxy_ids=np.array([1]))
+    np.save(f"{folder}/rank{rank}.npy", np.concatenate([both, alone.val_loss_MxE]))  # alone: batch split
+    print("devices", jax.device_count())
+""")
+
+
+def test_two_processes_equal_one(tmp_path):
+    """The multi-host path (jax.distributed over gloo): two one-device processes train as one."""
+    import socket
+
+    import numpy as np
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env.pop("XLA_FLAGS", None)
+    run = lambda rank: subprocess.Popen([sys.executable, "-c", MULTI, str(rank), port, str(tmp_path)], env=env,
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    procs = [run(r) for r in (0, 1, -1)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    assert [o.split()[-1] for o, _ in outs] == ["2", "2", "1"]
+    r0, r1, one = (np.load(tmp_path / f"rank{r}.npy") for r in (0, 1, -1))
+    np.testing.assert_array_equal(r0, r1)
+    np.testing.assert_allclose(r0, one, rtol=1e-5)
+    assert np.isfinite(one).all() and one.shape == (3, 3)
