@@ -2,20 +2,31 @@
 fewer proxies than devices, each proxy's batch too."""
 
 import os
+import socket
 import subprocess
 import sys
 import textwrap
 
+import numpy as np
+
+# Shared by the scripts below (each replaces its line "STORE"): three domains of different token ranges.
+STORE = """
+from proxies.config import TrainConfig
+from proxies.train import train_mixtures
+from regmix.corpus.store import write_store
+
+def make_store(path):
+    rng = np.random.default_rng(0)
+    arrays = {d: (rng.integers(0, 20 + 30 * i, 3000), rng.integers(0, 20 + 30 * i, 300)) for i, d in enumerate("abc")}
+    return write_store(path, arrays, vocab_size=257, eod_id=256)
+"""
+
 SCRIPT = textwrap.dedent("""
     import jax, numpy as np, sys
     assert len(jax.devices()) == 4, jax.devices()
-    from proxies.config import TrainConfig
     from proxies.mesh import proxy_mesh
-    from proxies.train import train_mixtures
-    from regmix.corpus.store import write_store
-    rng = np.random.default_rng(0)
-    arrays = {d: (rng.integers(0, 20 + 30 * i, 3000), rng.integers(0, 20 + 30 * i, 300)) for i, d in enumerate("abc")}
-    store = write_store(sys.argv[1], arrays, vocab_size=257, eod_id=256)
+    STORE
+    store = make_store(sys.argv[1])
     train = TrainConfig(steps=8, batch=4, seq_len=32, warmup_steps=2, eval_windows=4, eval_batch=4)
     w = np.array([[0.5, 0.5, 0.0], [0.0, 0.0, 1.0], [0.2, 0.3, 0.5], [1.0, 0.0, 0.0], [0.1, 0.8, 0.1]])
     four = train_mixtures(store, list("abc"), w, model="tiny", train=train, mesh=proxy_mesh())
@@ -29,7 +40,7 @@ SCRIPT = textwrap.dedent("""
         split = train_mixtures(store, list("abc"), w[rows], model="tiny", train=train, proxy_ids=np.array(rows))
         np.testing.assert_allclose(split.val_loss_MxE, one.val_loss_MxE[rows], rtol=1e-5)
     print("OK", four.val_loss_MxE.shape, len(jax.devices()))
-""")
+""").replace("STORE\n", STORE, 1)
 
 
 def test_four_host_devices_equal_one(tmp_path):
@@ -45,27 +56,19 @@ MULTI = textwrap.dedent("""
     rank, port, folder = int(sys.argv[1]), sys.argv[2], sys.argv[3]
     if rank >= 0:  # two processes of one device each, joined as the hosts of a cluster would be
         jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=2, process_id=rank)
-    from proxies.config import TrainConfig
-    from proxies.train import train_mixtures
-    from regmix.corpus.store import write_store
-    rng = np.random.default_rng(0)
-    arrays = {d: (rng.integers(0, 20 + 30 * i, 3000), rng.integers(0, 20 + 30 * i, 300)) for i, d in enumerate("abc")}
-    store = write_store(f"{folder}/store{rank}", arrays, vocab_size=257, eod_id=256)
+    STORE
+    store = make_store(f"{folder}/store{rank}")
     train = TrainConfig(steps=6, batch=4, seq_len=32, warmup_steps=2, eval_windows=4, eval_batch=4)
     w = np.array([[0.5, 0.5, 0.0], [0.2, 0.3, 0.5]])
     both = train_mixtures(store, list("abc"), w, model="tiny", train=train).val_loss_MxE  # proxies split
     alone = train_mixtures(store, list("abc"), w[1:], model="tiny", train=train, proxy_ids=np.array([1]))
     np.save(f"{folder}/rank{rank}.npy", np.concatenate([both, alone.val_loss_MxE]))  # alone: batch split
     print("devices", jax.device_count())
-""")
+""").replace("STORE\n", STORE, 1)
 
 
 def test_two_processes_equal_one(tmp_path):
     """The multi-host path (jax.distributed over gloo): two one-device processes train as one."""
-    import socket
-
-    import numpy as np
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = str(s.getsockname()[1])
