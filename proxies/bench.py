@@ -1,8 +1,9 @@
 """`regmix bench proxies`: training throughput and MFU of the sweep's code path.
 
 The proxies are split over worker processes exactly as `regmix sweep` splits them (groups sized
-to the memory budget, one pinned single-threaded worker per core; a worker with several cores runs
-one host device per core), each worker runs `train_mixtures` on a synthetic byte-level store, and
+to the memory budget, one pinned single-threaded worker per core; with fewer groups than cores a
+worker's cores run it as replicas that split every batch, proxies.replicas), each worker runs
+`train_mixtures` on a synthetic byte-level store, and
 the timed region starts at the end of the first (compiling) step. MFU is model
 FLOPs per second over the float32 matmul peak measured in this process (best of jitted square
 products of sizes 1024 and 2048, on all cores, before and after the workers run). Model FLOPs per token = 6 x matmul parameters
@@ -68,7 +69,7 @@ def run_bench(preset: str = "1m", n_proxies: int = 16, batch: int = 16, seq_len:
     from proxies.config import preset as get_preset
     from proxies.model import count_params, flops_per_token
     from proxies.sweep import default_workers, plan_groups, proxy_bytes
-    from proxies.workers import core_sets, spawn
+    from proxies.workers import core_sets, spawn_worker
 
     cfg = get_preset(preset)
     workers = workers or default_workers()
@@ -81,15 +82,18 @@ def run_bench(preset: str = "1m", n_proxies: int = 16, batch: int = 16, seq_len:
     with tempfile.TemporaryDirectory(prefix="regmix-bench-") as tmp:
         work = Path(tmp)
         synthetic_store(work / "store", seq_len)
-        spec = {"preset": preset, "train": train.__dict__, "groups": groups, "workers": workers}
-        (work / "spec.json").write_text(json.dumps(spec))
-        procs = [spawn("proxies.bench", [work, i], cores, work / f"worker{i}.log", tunables=tunables)
-                 for i, cores in enumerate(core_sets(workers))]
-        codes = [p.wait() for p in procs]
+        procs = []
+        for i, cores in enumerate(core_sets(workers)):
+            procs += spawn_worker("proxies.bench", [work, i], cores, work / f"worker{i}.log", batch, tunables)
+        spec = {"preset": preset, "train": train.__dict__, "groups": groups, "workers": workers,
+                "processes": len(procs)}
+        (work / "spec.tmp").write_text(json.dumps(spec))
+        (work / "spec.tmp").rename(work / "spec.json")  # whole, or not there yet
+        codes = [p.wait() for p, _ in procs]
         if any(codes):
-            i = next(i for i, c in enumerate(codes) if c)
-            raise RuntimeError(f"bench worker {i} failed:\n" + (work / f"worker{i}.log").read_text()[-3000:])
-        results = [json.loads((work / f"result{i}.json").read_text()) for i in range(workers)]
+            log = next(log for (_, log), c in zip(procs, codes) if c)
+            raise RuntimeError(f"bench worker {log.stem} failed:\n" + log.read_text()[-3000:])
+        results = [json.loads(f.read_text()) for f in sorted(work.glob("result*.json"))]
     peak = max(peak, peak_matmul_flops())  # best of before and after: one slow moment on a shared machine
     tokens_per_s = sum(r["tokens"] / r["seconds"] for r in results)
     model_flops = tokens_per_s * flops_per_token(cfg, VOCAB, seq_len)
@@ -98,7 +102,7 @@ def run_bench(preset: str = "1m", n_proxies: int = 16, batch: int = 16, seq_len:
     cpu_tokens = sum(r["tokens"] for r in results) / sum(r["cpu_seconds"] for r in results)
     cpu_peak = float(np.mean([r["peak_matmul_flops_per_cpu_s"] for r in results]))
     return {"preset": preset, "n_proxies": n_proxies, "batch": batch, "seq_len": seq_len, "steps": steps,
-            "workers": workers, "groups": [len(g) for g in groups],
+            "workers": workers, "processes": len(procs), "groups": [len(g) for g in groups],
             "params_per_proxy": count_params(cfg, VOCAB)["total"], "tokens_per_s": round(tokens_per_s, 1),
             "model_flops_per_s": model_flops, "peak_matmul_flops_per_s": peak, "mfu": round(model_flops / peak, 4),
             "peak_rss_bytes": sum(r["peak_rss_bytes"] for r in results),
@@ -112,10 +116,16 @@ def run_bench(preset: str = "1m", n_proxies: int = 16, batch: int = 16, seq_len:
 
 def _worker(work: Path, index: int) -> None:
     from proxies.config import TrainConfig
+    from proxies.replicas import from_env
     from proxies.train import train_mixtures
     from regmix.corpus.store import TokenStore
 
+    while not (work / "spec.json").exists():  # written once every process is started
+        time.sleep(0.01)
     spec = json.loads((work / "spec.json").read_text())
+    replicas = from_env()
+    rank = 0 if replicas is None else replicas.rank
+    name = f"{index}" if rank == 0 else f"{index}r{rank}"
     train = TrainConfig(**spec["train"])
     store = TokenStore.open(work / "store")
     mine = spec["groups"][index::spec["workers"]]
@@ -124,9 +134,9 @@ def _worker(work: Path, index: int) -> None:
     tokens, seconds, cpu_seconds = 0, 0.0, 0.0
     rss_after = []
 
-    def barrier(name: str) -> None:
-        (work / f"{name}{index}").touch()
-        while not all((work / f"{name}{i}").exists() for i in range(spec["workers"])):
+    def barrier(what: str) -> None:  # every process of the bench at once
+        (work / f"{what}.{name}").touch()
+        while len(list(work.glob(f"{what}.*"))) < spec["processes"]:
             time.sleep(0.01)
 
     barrier("ready")  # every worker at once: the cores' aggregate peak
@@ -142,14 +152,15 @@ def _worker(work: Path, index: int) -> None:
             marks[step] = (time.perf_counter(), time.process_time())
 
         train_mixtures(store, store.domains, w, model=spec["preset"], train=train, proxy_ids=members,
-                       on_step=on_step)
+                       on_step=on_step, replicas=replicas)
         release_memory()
         rss_after.append(current_rss_bytes())
-        tokens += (train.steps - 1) * train.batch * train.seq_len * len(members)
+        if rank == 0:  # a group's tokens count once, however many replicas share its batches
+            tokens += (train.steps - 1) * train.batch * train.seq_len * len(members)
         seconds += marks[train.steps][0] - marks[1][0]
         cpu_seconds += marks[train.steps][1] - marks[1][1]
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    (work / f"result{index}.json").write_text(json.dumps({"tokens": tokens, "seconds": seconds, "peak_rss_bytes": rss,
+    (work / f"result{name}.json").write_text(json.dumps({"tokens": tokens, "seconds": seconds, "peak_rss_bytes": rss,
                                                                "peak_matmul_flops_per_s": peak,
                                                                "cpu_seconds": cpu_seconds,
                                                                "peak_matmul_flops_per_cpu_s": cpu_peak,

@@ -66,8 +66,9 @@ def job_path(out: Path, j: int) -> Path:
     return out / "jobs" / f"j{j:03d}.json"
 
 
-def train_job(out: Path, j: int, plan: dict | None = None) -> dict:
-    """Train job j of the plan in `out` (resuming its checkpoint) and write its result file."""
+def train_job(out: Path, j: int, plan: dict | None = None, replicas=None) -> dict:
+    """Train job j of the plan in `out` (resuming its checkpoint) and write its result file
+    (`replicas`: one of several processes splitting the job's batches; rank 0 writes)."""
     from proxies.train import train_mixtures
     from regmix.corpus.store import TokenStore
 
@@ -84,15 +85,16 @@ def train_job(out: Path, j: int, plan: dict | None = None) -> dict:
     res = train_mixtures(TokenStore.open(plan["store"]), plan["domains"], w, model=model, train=train,
                          eval_domains=plan["eval_domains"], final_w_MxK=final,
                          final_fraction=plan["final_fraction"], same_init=True,
-                         proxy_ids=np.zeros(len(names), np.int64), checkpoint_dir=ckpt)
+                         proxy_ids=np.zeros(len(names), np.int64), checkpoint_dir=ckpt, replicas=replicas)
     nan = lambda a: [None if not math.isfinite(v) else v for v in a]
     result = {"seed": job["seed"], "mixtures": names, "eval_domains": res.eval_domains,
               "val_loss": [nan(r) for r in res.val_loss_MxE.tolist()],
               "curve_steps": res.curve_steps_S.tolist(),
               "curve_loss": [[nan(r) for r in s] for s in res.curve_loss_SxMxE.tolist()],
               "diverged": res.diverged_M.tolist(), "tokens": res.tokens_M.tolist(), "seconds": res.seconds}
-    atomic_write_text(job_path(out, j), json.dumps(result) + "\n")
-    shutil.rmtree(ckpt.parent, ignore_errors=True)
+    if replicas is None or replicas.rank == 0:
+        atomic_write_text(job_path(out, j), json.dumps(result) + "\n")
+        shutil.rmtree(ckpt.parent, ignore_errors=True)
     return result
 
 
@@ -137,7 +139,8 @@ def run_final(plan: dict, out: str | Path, workers: int = 1) -> dict:
             for j in todo:
                 train_job(out, j, plan)
         elif workers > 1:
-            run_workers("proxies.final", out, todo, workers, out / "jobs", what="final-run worker")
+            run_workers("proxies.final", out, todo, workers, out / "jobs", what="final-run worker",
+                        batch=plan["train"]["batch"])
     return collect(out)
 
 

@@ -199,8 +199,9 @@ def group_dir(out: Path, g: int) -> Path:
     return out / "groups" / f"g{g:04d}"
 
 
-def train_group(out: Path, g: int, record: dict | None = None, mesh=None) -> dict:
-    """Train group g of the sweep in DIR (resuming its checkpoint) and write its result.json."""
+def train_group(out: Path, g: int, record: dict | None = None, mesh=None, replicas=None) -> dict:
+    """Train group g of the sweep in DIR (resuming its checkpoint) and write its result.json
+    (`replicas`: one of several processes splitting the group's batches; rank 0 writes)."""
     from proxies.train import train_mixtures
 
     record = record or json.loads((out / "sweep.json").read_text())
@@ -213,6 +214,7 @@ def train_group(out: Path, g: int, record: dict | None = None, mesh=None) -> dic
     gdir = group_dir(out, g)
     gdir.mkdir(parents=True, exist_ok=True)
     last = [0.0]
+    writes = replicas is None or replicas.rank == 0
 
     def on_step(step: int, tokens: int) -> None:
         now = time.monotonic()
@@ -222,7 +224,8 @@ def train_group(out: Path, g: int, record: dict | None = None, mesh=None) -> dic
 
     res = train_mixtures(TokenStore.open(cfg.store), record["train_domains"], w, model=cfg.model,
                          train=cfg.train, eval_domains=record["eval_domains"], proxy_ids=np.array(members),
-                         lr_scale_M=scale, checkpoint_dir=gdir / "ckpt", mesh=mesh, on_step=on_step)
+                         lr_scale_M=scale, checkpoint_dir=gdir / "ckpt", mesh=mesh,
+                         on_step=on_step if writes else None, replicas=replicas)
     nan = lambda a: [None if not math.isfinite(v) else v for v in a]
     result = {"runs": ids, "eval_domains": res.eval_domains,
               "val_loss": [nan(r) for r in res.val_loss_MxE.tolist()],
@@ -231,8 +234,9 @@ def train_group(out: Path, g: int, record: dict | None = None, mesh=None) -> dic
               "curve_loss": [[nan(r) for r in s] for s in res.curve_loss_SxMxE.tolist()],
               "diverged": res.diverged_M.tolist(), "steps": res.steps_M.tolist(),
               "tokens": res.tokens_M.tolist(), "seconds": res.seconds}
-    atomic_write_text(gdir / "result.json", json.dumps(result) + "\n")
-    shutil.rmtree(gdir / "ckpt", ignore_errors=True)  # the result is the durable record now
+    if writes:
+        atomic_write_text(gdir / "result.json", json.dumps(result) + "\n")
+        shutil.rmtree(gdir / "ckpt", ignore_errors=True)  # the result is the durable record now
     return result
 
 

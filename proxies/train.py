@@ -53,6 +53,7 @@ from proxies.batches import MixtureBatches, check_mixtures
 from proxies.config import ModelConfig, TrainConfig, preset
 from proxies.evaluate import Evaluator
 from proxies.mesh import AXIS, BATCH_AXIS, batch_sharding, padded_size, proxy_mesh, proxy_sharding, to_host
+from proxies.replicas import Replicas
 from regmix.config import to_dict
 from regmix.corpus.store import TokenStore
 from regmix.errors import RegmixError
@@ -100,6 +101,24 @@ def make_init(cfg: ModelConfig, vocab_size: int, train: TrainConfig):
     return jax.vmap(init_one)
 
 
+def _grads(cfg: ModelConfig, vocab_size: int, custom_vjp: bool):
+    """`grads(params, tokens_BxT1) -> (grads, loss)` of one proxy."""
+    return lambda params, tokens: jax.value_and_grad(
+        lambda p: modellib.loss(cfg, vocab_size, p, tokens, custom_vjp))(params)[::-1]
+
+
+def _update(train: TrainConfig):
+    """`update(state, grads) -> state` of one proxy: the optimizer, scaled by its lr multiplier."""
+    tx = optimizer(train)
+
+    def update(state: TrainState, grads) -> TrainState:
+        updates, opt = tx.update(grads, state.opt, state.params)
+        updates = jax.tree.map(lambda u: u * state.lr_scale, updates)
+        return TrainState(optax.apply_updates(state.params, updates), opt, state.lr_scale)
+
+    return update
+
+
 def make_train_step(cfg: ModelConfig, vocab_size: int, train: TrainConfig, custom_vjp: bool = True,
                     mesh: Mesh | None = None):
     """Pure `step(state, tokens_MxBxT1) -> (state, loss_M)`; jit it donating `state`.
@@ -108,18 +127,15 @@ def make_train_step(cfg: ModelConfig, vocab_size: int, train: TrainConfig, custo
     takes the gradients of its share of the batch, and the shares are summed in one all-reduce of
     all gradients flattened into a single vector (XLA's own partitioning of the plain step reduces
     them one array at a time, and over gloo between processes each reduction costs a round trip)."""
-    tx = optimizer(train)
+    grads_of, update = _grads(cfg, vocab_size, custom_vjp), _update(train)
     split = 1 if mesh is None else mesh.shape[BATCH_AXIS]
 
     def one(state: TrainState, tokens_BxT1):
-        loss, grads = jax.value_and_grad(
-            lambda p: modellib.loss(cfg, vocab_size, p, tokens_BxT1, custom_vjp))(state.params)
+        grads, loss = grads_of(state.params, tokens_BxT1)
         if split > 1:  # equal shares: the batch's mean is the mean of the shares' means
             flat, unravel = ravel_pytree((grads, loss))
             grads, loss = unravel(lax.psum(flat, BATCH_AXIS) / split)
-        updates, opt = tx.update(grads, state.opt, state.params)
-        updates = jax.tree.map(lambda u: u * state.lr_scale, updates)
-        return TrainState(optax.apply_updates(state.params, updates), opt, state.lr_scale), loss
+        return update(state, grads), loss
 
     step = jax.vmap(one)
     if split == 1:
@@ -127,6 +143,23 @@ def make_train_step(cfg: ModelConfig, vocab_size: int, train: TrainConfig, custo
     # check_vma off: the custom VJPs' weight gradients vary over the batch axis until the psum.
     return jax.shard_map(step, mesh=mesh, in_specs=(P(AXIS), P(AXIS, BATCH_AXIS)), out_specs=P(AXIS),
                          check_vma=False)
+
+
+def make_replica_steps(cfg: ModelConfig, vocab_size: int, train: TrainConfig, custom_vjp: bool = True):
+    """The step split at the gradient exchange of replicas (proxies.replicas):
+    `grads(params, tokens_MxBxT1) -> flat_MxG` (each proxy's gradients and loss in one float32
+    vector) and `apply(state, mean_flat_MxG) -> (state, loss_M)`; jit `apply` donating `state`."""
+    grads_of, update = _grads(cfg, vocab_size, custom_vjp), _update(train)
+
+    def flat_grads(params, tokens_BxT1):
+        return ravel_pytree(grads_of(params, tokens_BxT1))[0]
+
+    def apply(state: TrainState, flat_G):
+        zeros = jax.tree.map(jnp.zeros_like, state.params), jnp.zeros((), jnp.float32)
+        grads, loss = ravel_pytree(zeros)[1](flat_G)
+        return update(state, grads), loss
+
+    return jax.vmap(flat_grads), jax.vmap(apply)
 
 
 def for_mesh(cfg: ModelConfig, mesh: Mesh) -> ModelConfig:
@@ -149,6 +182,24 @@ def jitted(cfg: ModelConfig, vocab_size: int, train: TrainConfig, custom_vjp: bo
     return init, step
 
 
+@functools.lru_cache(maxsize=16)
+def jitted_replica(cfg: ModelConfig, vocab_size: int, train: TrainConfig, custom_vjp: bool, sharding):
+    """(grads, apply) of `make_replica_steps`, jitted once per configuration."""
+    grads, apply = make_replica_steps(cfg, vocab_size, train, custom_vjp)
+    return jax.jit(grads), jax.jit(apply, donate_argnames="state", out_shardings=sharding)
+
+
+def replica_step(grads_fn, apply_fn, replicas: Replicas, tag: int):
+    """`step(state, tokens) -> (state, loss_M)` of one replica: its share's gradients, averaged
+    with the other replicas' through shared memory, then the same update on every replica."""
+
+    def step(state: TrainState, tokens):
+        mean = replicas.mean(np.asarray(grads_fn(state.params, tokens)), tag)
+        return apply_fn(state, jnp.asarray(mean))
+
+    return step
+
+
 def proxy_keys(seed: int, proxy_ids: np.ndarray, same_init: bool) -> jax.Array:
     base = jax.random.key(seed)
     ids = np.zeros_like(proxy_ids) if same_init else proxy_ids
@@ -167,8 +218,11 @@ def train_mixtures(store: TokenStore, domains: list[str], w_MxK: np.ndarray, *, 
                    same_init: bool = False, proxy_ids: np.ndarray | None = None,
                    lr_scale_M: np.ndarray | None = None, checkpoint_dir: Path | None = None,
                    mesh: Mesh | None = None, on_step: Callable[[int, int], None] | None = None,
-                   custom_vjp: bool = True) -> TrainResult:
-    """Train one proxy per row of `w_MxK` (mixtures over `domains`); see the module docstring."""
+                   custom_vjp: bool = True, replicas: Replicas | None = None) -> TrainResult:
+    """Train one proxy per row of `w_MxK` (mixtures over `domains`); see the module docstring.
+
+    `replicas` (proxies.replicas): this process is one of several that train the same proxies on
+    equal shares of every batch; all return the same result, and rank 0 alone saves checkpoints."""
     cfg = preset(model)
     for d in domains:
         if d not in store.domains:
@@ -178,8 +232,13 @@ def train_mixtures(store: TokenStore, domains: list[str], w_MxK: np.ndarray, *, 
     m = len(w_MxK)
     ids_M = np.arange(m) if proxy_ids is None else np.asarray(proxy_ids, np.int64)
     scale_M = np.ones(m) if lr_scale_M is None else np.asarray(lr_scale_M, np.float64)
+    world = 1 if replicas is None else replicas.world
+    if train.batch % world:
+        raise RegmixError(f"batch {train.batch} does not split into {world} equal replica shares")
+    share = slice(0, train.batch) if replicas is None else slice(
+        replicas.rank * train.batch // world, (replicas.rank + 1) * train.batch // world)
     # Pad the proxy axis to the mesh by repeating the last proxy; padded results are dropped.
-    mesh = proxy_mesh(n_proxies=m, batch=train.batch) if mesh is None else mesh
+    mesh = proxy_mesh(n_proxies=m, batch=train.batch // world) if mesh is None else mesh
     run_cfg = for_mesh(cfg, mesh)
     evaluator = Evaluator(store, eval_domains, run_cfg, train, custom_vjp)  # validates seq_len early
     mp = padded_size(m, mesh)
@@ -198,6 +257,10 @@ def train_mixtures(store: TokenStore, domains: list[str], w_MxK: np.ndarray, *, 
     sig = signature(model=to_dict(cfg), train=to_dict(train), vocab=vocab, domains=domains,
                     eval_domains=eval_domains, w=w_MxK, final=final_w_MxK, f=final_fraction,
                     same_init=same_init, ids=ids_M, scale=scale_M, tokenizer=store.tokenizer_hash)
+    if replicas is not None:  # the tag: replicas training different runs stop with an error
+        step_fn = replica_step(*jitted_replica(run_cfg, vocab, train, custom_vjp, sharding), replicas,
+                               tag=int(sig[:15], 16))
+    put = lambda step: jax.device_put(batches.get(step)[:, share], data_sharding)
     rec = {"signature": sig, "step": 0, "diverged": [False] * mp, "steps": [train.steps] * mp,
            "curve_steps": [], "curve_loss": [], "curve_bpb": [], "seconds": 0.0}
     if checkpoint_dir is not None:
@@ -232,19 +295,19 @@ def train_mixtures(store: TokenStore, domains: list[str], w_MxK: np.ndarray, *, 
     step = rec["step"]
     if step == 0 and train.eval_every:
         evaluate(0)
-    next_tokens = jax.device_put(batches.get(step), data_sharding) if step < train.steps else None
+    next_tokens = put(step) if step < train.steps else None
     pending = None
     while step < train.steps:
         state, loss_M = step_fn(state, next_tokens)
         if step + 1 < train.steps:  # built while the step runs
-            next_tokens = jax.device_put(batches.get(step + 1), data_sharding)
+            next_tokens = put(step + 1)
         if pending is not None:
             settle(*pending)
         pending = (step, loss_M)
         step += 1
         evaluating = step == train.steps or (train.eval_every and step % train.eval_every == 0)
         saving = checkpoint_dir is not None and train.checkpoint_every and (
-            step % train.checkpoint_every == 0 and step < train.steps)
+            step % train.checkpoint_every == 0 and step < train.steps) and (replicas is None or replicas.rank == 0)
         if evaluating or saving:
             settle(*pending)
             pending = None

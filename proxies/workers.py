@@ -106,11 +106,32 @@ def enable_compile_cache(path: Path) -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
-def spawn(module: str, args: list[str], cores: set[int], log: Path, tunables: bool = True) -> subprocess.Popen:
-    """Start `python -m module CORES PARENT args...` with the worker environment."""
+def spawn(module: str, args: list[str], cores: set[int], log: Path, tunables: bool = True,
+          env: dict | None = None, fds: list[int] = ()) -> subprocess.Popen:
+    """Start `python -m module CORES PARENT args...` with the worker environment (plus `env`,
+    inheriting the descriptors `fds`)."""
     cmd = [sys.executable, "-m", module, format_cores(cores), str(os.getpid())] + [str(a) for a in args]
-    env = worker_env(devices=len(cores), tunables=tunables)
-    return subprocess.Popen(cmd, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+    full = dict(worker_env(devices=len(cores), tunables=tunables), **(env or {}))
+    return subprocess.Popen(cmd, env=full, stdout=log.open("ab"), stderr=subprocess.STDOUT, pass_fds=tuple(fds))
+
+
+def spawn_worker(module: str, args: list[str], cores: set[int], log: Path, batch: int | None = None,
+                 tunables: bool = True) -> list[tuple[subprocess.Popen, Path]]:
+    """A worker owning `cores`: one process, or, when several cores can split `batch` into equal
+    shares, one pinned single-device replica per core (proxies.replicas), each logging to its own
+    file (`log`, then `log` with r1, r2, ... before the suffix). Returns (process, log) pairs."""
+    from proxies.replicas import Launch, replica_count
+
+    k = replica_count(len(cores), batch)
+    if k == 1:
+        return [(spawn(module, args, cores, log, tunables), log)]
+    launch = Launch(k)
+    try:
+        logs = [log] + [log.with_name(f"{log.stem}r{r}{log.suffix}") for r in range(1, k)]
+        return [(spawn(module, args, {c}, logs[r], tunables, launch.env[r], launch.fds[r]), logs[r])
+                for r, c in enumerate(sorted(cores)[:k])]
+    finally:
+        launch.close()
 
 
 def _progress_tokens(out: Path, record: dict) -> int:
@@ -160,36 +181,41 @@ def run_groups(out: Path, record: dict, todo: list[int], workers: int, progress:
             return
         logs = out / "groups"
         logs.mkdir(exist_ok=True)
-        run_workers("proxies.workers", out, todo, min(workers, len(record["groups"])), logs, tick=refresh)
+        run_workers("proxies.workers", out, todo, min(workers, len(record["groups"])), logs, tick=refresh,
+                    batch=cfg["batch"])
         refresh()
     finally:
         bar.close()
 
 
 def run_workers(module: str, out: Path, todo: list[int], planned: int, logs: Path, what: str = "worker",
-                tick=None) -> None:
+                tick=None, batch: int | None = None) -> None:
     """Run the items `todo` in pinned worker processes (`python -m module`) and wait for them.
 
     The workers take the core sets of `planned` workers: fixed by the plan, not by what is left, so
-    an item runs on the same devices however a run was resumed. Every 0.5 s `tick()` is called; a
-    failed worker stops the others and raises with the last line of its log."""
+    an item runs on the same devices however a run was resumed. A worker with several cores runs
+    as replicas splitting every `batch` (spawn_worker). Every 0.5 s `tick()` is called; a failed
+    process stops the others and raises with the last line of its log."""
     from regmix.errors import RegmixError
 
     sets = core_sets(planned)
     n = min(len(sets), len(todo))
-    procs = [spawn(module, [out] + todo[i::n], sets[i], logs / f"worker{i}.log") for i in range(n)]
+    procs: list[tuple[subprocess.Popen, Path]] = []
     try:
-        while any(p.poll() is None for p in procs):
+        for i in range(n):
+            procs += spawn_worker(module, [out] + todo[i::n], sets[i], logs / f"worker{i}.log", batch)
+        while any(p.poll() is None for p, _ in procs):
             time.sleep(0.5)
             if tick is not None:
                 tick()
-            failed = [i for i, p in enumerate(procs) if p.poll() not in (None, 0)]
+            failed = [(p, log) for p, log in procs if p.poll() not in (None, 0)]
             if failed:
-                log = (logs / f"worker{failed[0]}.log").read_text(errors="replace").strip()
-                last = log.splitlines()[-1] if log else "no output"
-                raise RegmixError(f"{out}: {what} {failed[0]} failed: {last} (see {logs}/worker{failed[0]}.log)")
+                log = failed[0][1]
+                text = log.read_text(errors="replace").strip()
+                last = text.splitlines()[-1] if text else "no output"
+                raise RegmixError(f"{out}: {what} {log.stem.removeprefix('worker')} failed: {last} (see {log})")
     finally:
-        for p in procs:
+        for p, _ in procs:
             if p.poll() is None:
                 p.kill()
                 p.wait()
@@ -199,24 +225,28 @@ def worker_main(argv: list[str], record_file: str, run_one, after_each=None) -> 
     """Body of a worker process started by `spawn`: `CORES PARENT OUT ITEM...`.
 
     Exits with its parent, pins itself, shares the JAX compile cache under OUT, reads the JSON
-    record OUT/record_file and calls `run_one(out, item, record)` for each item."""
+    record OUT/record_file and calls `run_one(out, item, record, replicas)` for each item
+    (`replicas`: the replica set this process belongs to, or None)."""
+    from proxies.replicas import from_env
+
     cores, parent, out, items = parse_cores(argv[0]), int(argv[1]), Path(argv[2]), [int(i) for i in argv[3:]]
     die_with_parent(parent)
     pin(cores)
     enable_compile_cache(out / ".jax_cache")
     record = json.loads((out / record_file).read_text())
+    replicas = from_env()
     for item in items:
-        run_one(out, item, record)
+        run_one(out, item, record, replicas)
         if after_each is not None:
             after_each()
     return 0
 
 
 def main(argv: list[str]) -> int:
-    def train(out: Path, group: int, record: dict) -> None:
+    def train(out: Path, group: int, record: dict, replicas) -> None:
         from proxies.sweep import train_group  # imports JAX: only after the process is pinned
 
-        train_group(out, group, record)
+        train_group(out, group, record, replicas=replicas)
 
     return worker_main(argv, "sweep.json", train, after_each=release_memory)
 

@@ -122,3 +122,34 @@ def test_config_presets_parse(name):
     cfg = load_config(SweepConfig, root / "configs" / f"{name}.yaml")
     assert cfg.n_proxies >= 16 and cfg.train.steps > 0
 
+
+
+def test_lone_proxy_as_replicas_resumes_and_equals_one_process(env, tmp_path):
+    """One proxy on two workers: two replicas split its batches (proxies.replicas). Killed after a
+    checkpoint and resumed, the tables equal an uninterrupted run's, and within float rounding
+    those of one process training the whole batch."""
+    root, environ = env
+    cfg = yaml.safe_load((root / "sweep.yaml").read_text())
+    cfg.update(n_proxies=1, lr_scale={}, train={**TRAIN, "steps": 80, "checkpoint_every": 20})
+    tables = {}
+    for name, workers in (("one", 1), ("replicas", 2), ("killed", 2)):
+        cfg["run"] = {"workers": workers}
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(cfg))
+        out = tmp_path / name
+        cmd = [sys.executable, "-m", "regmix", "sweep", "--config", str(tmp_path / f"{name}.yaml"), "--out", str(out),
+               "--quiet"]
+        if name == "killed":
+            proc = subprocess.Popen(cmd, env=environ, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            deadline = time.monotonic() + 240
+            while time.monotonic() < deadline and proc.poll() is None and not any(out.glob("groups/g0000/ckpt/*")):
+                time.sleep(0.05)
+            assert proc.poll() is None, "the sweep finished before it could be killed"
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            time.sleep(1.0)  # workers die with their parent
+            assert not (out / "groups" / "g0000" / "result.json").exists()
+        subprocess.run(cmd, env=environ, check=True, capture_output=True, timeout=300)
+        tables[name] = pd.read_csv(out / "metrics.csv")
+    assert (tmp_path / "replicas" / "groups" / "worker0r1.log").exists()  # it did run as two replicas
+    pd.testing.assert_frame_equal(tables["killed"], tables["replicas"], check_exact=True)
+    pd.testing.assert_frame_equal(tables["replicas"], tables["one"], check_exact=False, rtol=1e-5)
