@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from proxies import cpu_attention
 from proxies.config import ModelConfig
 from proxies.kernels import attention, linear, row_max, swiglu
 
@@ -71,11 +72,14 @@ class Block(nnx.Module):
         h, hd = cfg.n_heads, cfg.head_dim
         qkv = self.wqkv(self.attn_norm(x_BxTxD)).reshape(b, t, 3, h, hd)
         q, k = apply_rope(qkv[:, :, 0], cos, sin), apply_rope(qkv[:, :, 1], cos, sin)
-        q = jnp.transpose(q, (0, 2, 1, 3))  # (B, H, T, hd)
-        kT = jnp.transpose(k, (0, 2, 3, 1))  # (B, H, hd, T)
-        vT = jnp.transpose(qkv[:, :, 2], (0, 2, 3, 1))
-        o = attention(q, kT, vT, cfg.attn_blocks, cfg.attn_chunk, custom_vjp)
-        o = jnp.transpose(o, (0, 2, 1, 3)).reshape(b, t, d)
+        if cfg.cpu_kernel and custom_vjp:  # (B, T, H, hd) as they are
+            o = cpu_attention.attention(q, k, qkv[:, :, 2]).reshape(b, t, d)
+        else:
+            q = jnp.transpose(q, (0, 2, 1, 3))  # (B, H, T, hd)
+            kT = jnp.transpose(k, (0, 2, 3, 1))  # (B, H, hd, T)
+            vT = jnp.transpose(qkv[:, :, 2], (0, 2, 3, 1))
+            o = attention(q, kT, vT, cfg.attn_blocks, cfg.attn_chunk, custom_vjp)
+            o = jnp.transpose(o, (0, 2, 1, 3)).reshape(b, t, d)
         x_BxTxD = x_BxTxD + self.wo(o)
         y = self.mlp_norm(x_BxTxD)
         if custom_vjp:
