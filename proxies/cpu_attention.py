@@ -98,28 +98,31 @@ def supports(head_dim: int) -> bool:
     return head_dim in HEAD_SIZES
 
 
-def _forward(q, k, v):
-    *lead, t, h, _ = q.shape
-    out = (jax.ShapeDtypeStruct(q.shape, jnp.float32), jax.ShapeDtypeStruct((*lead, h, t), jnp.float32))
-    return jax.ffi.ffi_call(_FORWARD, out, vmap_method="broadcast_all")(q, k, v)
+def _forward(qkv, cos, sin):
+    *lead, t, _, h, d = qkv.shape
+    out = (jax.ShapeDtypeStruct((*lead, t, h, d), jnp.float32), jax.ShapeDtypeStruct((*lead, h, t), jnp.float32))
+    return jax.ffi.ffi_call(_FORWARD, out, vmap_method="expand_dims")(qkv, cos, sin)
 
 
 @jax.custom_vjp
-def attention(q_NxTxHxD: jax.Array, k_NxTxHxD: jax.Array, v_NxTxHxD: jax.Array) -> jax.Array:
-    """Causal softmax attention, scores scaled by 1/sqrt(D); every argument and the result are
-    float32 [..., T, H, D]. Requires `available()` and a head size in HEAD_SIZES."""
-    return _forward(q_NxTxHxD, k_NxTxHxD, v_NxTxHxD)[0]
+def attention(qkv_NxTx3xHxD: jax.Array, cos_TxD2: jax.Array, sin_TxD2: jax.Array) -> jax.Array:
+    """Causal softmax attention of the rotary-embedded q and k (rotated as proxies.model.apply_rope
+    does, by the tables of proxies.model.rope_tables) and v, taken from the fused projection's
+    output [..., T, 3, H, D]; scores scaled by 1/sqrt(D); returns [..., T, H, D] (float32).
+    Requires `available()` and a head size in HEAD_SIZES."""
+    return _forward(qkv_NxTx3xHxD, cos_TxD2, sin_TxD2)[0]
 
 
-def _attention_fwd(q, k, v):
-    o, lse = _forward(q, k, v)
-    return o, (q, k, v, o, lse)
+def _attention_fwd(qkv, cos, sin):
+    o, lse = _forward(qkv, cos, sin)
+    return o, (qkv, cos, sin, o, lse)
 
 
 def _attention_bwd(res, do):
-    q = res[0]
-    out = tuple(jax.ShapeDtypeStruct(q.shape, jnp.float32) for _ in range(3))
-    return tuple(jax.ffi.ffi_call(_BACKWARD, out, vmap_method="broadcast_all")(*res, do))
+    qkv, cos, sin = res[:3]
+    dqkv = jax.ffi.ffi_call(_BACKWARD, jax.ShapeDtypeStruct(qkv.shape, jnp.float32),
+                            vmap_method="expand_dims")(*res, do)
+    return dqkv, jnp.zeros_like(cos), jnp.zeros_like(sin)  # the tables are constants
 
 
 attention.defvjp(_attention_fwd, _attention_bwd)

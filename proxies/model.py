@@ -71,10 +71,10 @@ class Block(nnx.Module):
         b, t, d = x_BxTxD.shape
         h, hd = cfg.n_heads, cfg.head_dim
         qkv = self.wqkv(self.attn_norm(x_BxTxD)).reshape(b, t, 3, h, hd)
-        q, k = apply_rope(qkv[:, :, 0], cos, sin), apply_rope(qkv[:, :, 1], cos, sin)
-        if cfg.cpu_kernel and custom_vjp:  # (B, T, H, hd) as they are
-            o = cpu_attention.attention(q, k, qkv[:, :, 2]).reshape(b, t, d)
+        if cfg.cpu_kernel and custom_vjp:  # rotary embedding inside, layouts as they are
+            o = cpu_attention.attention(qkv, cos, sin).reshape(b, t, d)
         else:
+            q, k = apply_rope(qkv[:, :, 0], cos, sin), apply_rope(qkv[:, :, 1], cos, sin)
             q = jnp.transpose(q, (0, 2, 1, 3))  # (B, H, T, hd)
             kT = jnp.transpose(k, (0, 2, 3, 1))  # (B, H, hd, T)
             vT = jnp.transpose(qkv[:, :, 2], (0, 2, 3, 1))

@@ -20,10 +20,11 @@ from proxies.train import for_mesh
 needs_kernel = pytest.mark.skipif(not cpu_attention.available(), reason="no C++ compiler for the CPU kernel")
 
 
-def reference(q, k, v):
-    """XLA's causal attention on [B, T, H, D] arrays."""
+def reference(qkv, cos, sin):
+    """XLA's causal attention of rotary-embedded q, k and v, from a [B, T, 3, H, D] projection."""
+    q, k = modellib.apply_rope(qkv[:, :, 0], cos, sin), modellib.apply_rope(qkv[:, :, 1], cos, sin)
     o = causal_attention(jnp.transpose(q, (0, 2, 1, 3)), jnp.transpose(k, (0, 2, 3, 1)),
-                         jnp.transpose(v, (0, 2, 3, 1)), 1)
+                         jnp.transpose(qkv[:, :, 2], (0, 2, 3, 1)), 1)
     return jnp.transpose(o, (0, 2, 1, 3))
 
 
@@ -32,11 +33,14 @@ def reference(q, k, v):
                                    (1, 1, 1, 1, 16)])
 def test_values_and_gradients_equal_xla(shape):
     """Vmapped over a leading proxy axis; T need not be a multiple of the kernel's tiles."""
-    q, k, v, g = (jax.random.normal(jax.random.key(i), shape) * 2 for i in range(4))
+    m, b, t, h, d = shape
+    qkv = jax.random.normal(jax.random.key(0), (m, b, t, 3, h, d)) * 2
+    g = jax.random.normal(jax.random.key(1), (m, b, t, h, d))
+    cos, sin = modellib.rope_tables(t, d, 10000.0)
 
     def outputs(fn):
-        run = lambda q, k, v, g: (fn(q, k, v),) + jax.vjp(fn, q, k, v)[1](g)
-        return jax.jit(jax.vmap(run))(q, k, v, g)
+        run = lambda x, g: (fn(x, cos, sin),) + jax.vjp(lambda x: fn(x, cos, sin), x)[1](g)
+        return jax.jit(jax.vmap(run))(qkv, g)
 
     for a, b in zip(outputs(cpu_attention.attention), outputs(reference)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=2e-5)
@@ -44,13 +48,13 @@ def test_values_and_gradients_equal_xla(shape):
 
 @needs_kernel
 def test_causal_and_deterministic():
-    q, k, v = (jax.random.normal(jax.random.key(i), (2, 40, 2, 16)) for i in range(3))
-    f = jax.jit(cpu_attention.attention)
-    changed = [x.at[:, 25:].add(1.0) for x in (q, k, v)]
-    a, b = f(q, k, v), f(*changed)
+    qkv = jax.random.normal(jax.random.key(0), (2, 40, 3, 2, 16))
+    cos, sin = modellib.rope_tables(40, 16, 10000.0)
+    f = jax.jit(lambda x: cpu_attention.attention(x, cos, sin))
+    a, b = f(qkv), f(qkv.at[:, 25:].add(1.0))
     np.testing.assert_array_equal(a[:, :25], b[:, :25])  # no position sees a later one
     assert float(jnp.max(jnp.abs(a[:, 25:] - b[:, 25:]))) > 1e-3
-    np.testing.assert_array_equal(f(q, k, v), a)
+    np.testing.assert_array_equal(f(qkv), a)
 
 
 @needs_kernel

@@ -1,9 +1,11 @@
 // Causal softmax attention on CPUs, forward and backward, as XLA FFI targets (proxies/cpu_attention.py).
 //
-// q, k, v, o and their gradients are [N, T, H, D] (N: every leading axis, the proxies' and the
-// batch's; T: time; H: heads), the layout of a fused qkv projection, so XLA needs no transposes
-// around attention. lse, the log-sum-exp of each query row's scaled scores, is [N, H, T]: the
-// backward recomputes the probabilities from it (flash attention) instead of saving them.
+// qkv is the fused projection's output [N, T, 3, H, D] (N: every leading axis, the proxies' and the
+// batch's; T: time; H: heads) before the rotary embedding, which the kernel applies itself (tables
+// cos, sin [T, D/2]); o is [N, T, H, D], ready for the output projection, and the backward writes
+// the gradient of qkv in qkv's layout, so XLA needs no slices, rotations or transposes around
+// attention. lse, the log-sum-exp of each query row's scaled scores, is [N, H, T]: the backward
+// recomputes the probabilities from it (flash attention) instead of saving them.
 //
 // Each (sequence, head) pair is copied into contiguous, zero-padded buffers that stay in L1/L2
 // while R query rows at a time are multiplied against all keys up to their own position (the
@@ -63,27 +65,67 @@ inline v16 vexp(v16 x) {
 // One (sequence, head): rows padded to Tp (a multiple of 16) with zeros.
 struct Pair {
   int T = 0, Tp = 0, D = 0;
-  std::vector<float> q, k, v, kT, vT;  // [Tp, D] and, transposed, [D, Tp]
+  std::vector<float> q, k, v, kT, vT, o, dout, dq, dk, dv;  // [Tp, D]; kT and vT transposed, [D, Tp]
   void resize(int t, int d) {
     T = t, D = d, Tp = (t + 15) / 16 * 16;
-    for (auto* b : {&q, &k, &v, &kT, &vT}) b->assign((size_t)Tp * D, 0.0f);
+    for (auto* b : {&q, &k, &v, &kT, &vT, &o, &dout, &dq, &dk, &dv}) b->assign((size_t)Tp * D, 0.0f);
   }
 };
 
-// Copy rows t of x[n, :, h, :] into dst [Tp, D] (the padding rows stay zero).
-inline void gather(float* dst, const float* x, int T, int H, int D, size_t n, int h) {
-  const size_t row = (size_t)H * D, base = n * T * row + (size_t)h * D;
-  for (int t = 0; t < T; ++t) std::memcpy(dst + (size_t)t * D, x + base + t * row, D * sizeof(float));
+// Rotary embedding of one head's row x (D values) at a position with tables c, s (D/2 values):
+// pairs (i, i + D/2) rotate, as proxies.model.apply_rope does.
+inline void rope(float* out, const float* x, const float* c, const float* s, int D) {
+  const int h = D / 2;
+  for (int i = 0; i < h; ++i) {
+    out[i] = x[i] * c[i] - x[i + h] * s[i];
+    out[i + h] = x[i] * s[i] + x[i + h] * c[i];
+  }
 }
 
-inline void scatter(float* x, const float* src, int T, int H, int D, size_t n, int h) {
-  const size_t row = (size_t)H * D, base = n * T * row + (size_t)h * D;
-  for (int t = 0; t < T; ++t) std::memcpy(x + base + t * row, src + (size_t)t * D, D * sizeof(float));
+// The rotation's transpose: the gradient of the unrotated row from that of the rotated one.
+inline void rope_back(float* out, const float* g, const float* c, const float* s, int D) {
+  const int h = D / 2;
+  for (int i = 0; i < h; ++i) {
+    out[i] = g[i] * c[i] + g[i + h] * s[i];
+    out[i + h] = g[i + h] * c[i] - g[i] * s[i];
+  }
 }
 
-inline void transpose(float* dst, const float* src, int Tp, int D) {
-  for (int t = 0; t < Tp; ++t)
-    for (int d = 0; d < D; ++d) dst[(size_t)d * Tp + t] = src[(size_t)t * D + d];
+// Every head of sequence n of qkv [N, T, 3, H, D] into pairs[h]: q and k rotated, k and v also
+// transposed. One pass over the sequence's rows, in memory order.
+inline void gather_sequence(std::vector<Pair>& pairs, const float* qkv, const float* cos, const float* sin, size_t n,
+                            int T, int H, int D, bool with_vT) {
+  const size_t row = (size_t)3 * H * D;
+  const int half = D / 2;
+  for (int t = 0; t < T; ++t) {
+    const float* x = qkv + (n * T + t) * row;
+    const float* c = cos + (size_t)t * half;
+    const float* s = sin + (size_t)t * half;
+    for (int h = 0; h < H; ++h) {
+      Pair& p = pairs[h];
+      float* k = p.k.data() + (size_t)t * D;
+      float* v = p.v.data() + (size_t)t * D;
+      rope(p.q.data() + (size_t)t * D, x + (size_t)h * D, c, s, D);
+      rope(k, x + (size_t)(H + h) * D, c, s, D);
+      std::memcpy(v, x + (size_t)(2 * H + h) * D, D * sizeof(float));
+      for (int d = 0; d < D; ++d) p.kT[(size_t)d * p.Tp + t] = k[d];
+      if (with_vT)
+        for (int d = 0; d < D; ++d) p.vT[(size_t)d * p.Tp + t] = v[d];
+    }
+  }
+}
+
+// Rows of sequence n of x [N, T, H, D] into (to_pairs) or from the pairs' member `field`.
+inline void move_sequence(std::vector<Pair>& pairs, std::vector<float> Pair::*field, float* x, size_t n, int T,
+                          int H, int D, bool to_pairs) {
+  const size_t row = (size_t)H * D;
+  for (int t = 0; t < T; ++t)
+    for (int h = 0; h < H; ++h) {
+      float* a = x + (n * T + t) * row + (size_t)h * D;
+      float* b = (pairs[h].*field).data() + (size_t)t * D;
+      if (to_pairs) std::memcpy(b, a, D * sizeof(float));
+      else std::memcpy(a, b, D * sizeof(float));
+    }
 }
 
 template <int D, int R>
@@ -134,7 +176,8 @@ struct Kernel {
 
   static int tile_keys(int i0, int Tp) { return std::min(Tp, (i0 + R + 15) / 16 * 16); }
 
-  static void forward(const Pair& p, float* o, float* lse, float scale, std::vector<float>& s) {
+  static void forward(Pair& p, float* lse, float scale, std::vector<float>& s) {
+    float* o = p.o.data();
     const int Tp = p.Tp;
     s.resize((size_t)R * Tp);
     for (int i0 = 0; i0 < p.T; i0 += R) {
@@ -161,8 +204,9 @@ struct Kernel {
     }
   }
 
-  static void backward(const Pair& p, const float* o, const float* dout, const float* lse, float scale, float* dq,
-                       float* dk, float* dv, std::vector<float>& s, std::vector<float>& ds) {
+  static void backward(Pair& p, const float* lse, float scale, std::vector<float>& s, std::vector<float>& ds) {
+    const float *o = p.o.data(), *dout = p.dout.data();
+    float *dq = p.dq.data(), *dk = p.dk.data(), *dv = p.dv.data();
     const int Tp = p.Tp;
     s.resize((size_t)R * Tp);
     ds.resize((size_t)R * Tp);
@@ -176,17 +220,22 @@ struct Kernel {
       products(dout, p.vT.data(), Tp, i0, n, 1.0f, ds.data());  // dP = dO v^T
       for (int r = 0; r < R; ++r) {
         const int i = i0 + r;
+        float* sr = s.data() + (size_t)r * Tp;
+        float* dr = ds.data() + (size_t)r * Tp;
+        if (i >= p.T) {  // padding rows take no part
+          std::fill(sr, sr + n, 0.0f);
+          std::fill(dr, dr + n, 0.0f);
+          continue;
+        }
         v16 acc = {};
         for (int c = 0; c < V; ++c) acc += load(dout + (size_t)i * D + 16 * c) * load(o + (size_t)i * D + 16 * c);
         const v16 delta = splat(hsum(acc));
-        const v16 l = splat(i < p.T ? lse[i] : 0.0f);
-        float* sr = s.data() + (size_t)r * Tp;
-        float* dr = ds.data() + (size_t)r * Tp;
+        const v16 l = splat(lse[i]);
         for (int j = 0; j < n; j += 16) {
           v16 pr = vexp(load(sr + j) - l);
           if (j + 16 > i + 1)
             for (int u = 0; u < 16; ++u)
-              if (j + u > i || i >= p.T) pr[u] = 0.0f;  // masked keys, padding rows
+              if (j + u > i) pr[u] = 0.0f;  // causal mask
           store(sr + j, pr);                                                  // P
           store(dr + j, pr * (load(dr + j) - delta) * splat(scale));          // dS (scaled)
         }
@@ -200,53 +249,55 @@ struct Kernel {
 };
 
 struct Scratch {
-  Pair pair;
-  std::vector<float> o, dout, dq, dk, dv, s, ds;
+  std::vector<Pair> pairs;  // one per head
+  std::vector<float> s, ds;
+  void resize(int T, int H, int D) {
+    if ((int)pairs.size() != H || pairs[0].T != T || pairs[0].D != D) {
+      pairs.assign(H, Pair());
+      for (auto& p : pairs) p.resize(T, D);
+    }
+  }
 };
 
 thread_local Scratch scratch;  // one per thread: host devices may run on several
 
 template <int D, int R>
-void run_forward(const float* q, const float* k, const float* v, float* o, float* lse, size_t N, int T, int H) {
+void run_forward(const float* qkv, const float* cos, const float* sin, float* o, float* lse, size_t N, int T, int H) {
   Scratch& w = scratch;
-  Pair& p = w.pair;
-  if (p.T != T || p.D != D) p.resize(T, D);
-  w.o.assign((size_t)p.Tp * D, 0.0f);
+  w.resize(T, H, D);
   const float scale = 1.0f / std::sqrt((float)D);
-  for (size_t n = 0; n < N; ++n)
-    for (int h = 0; h < H; ++h) {
-      gather(p.q.data(), q, T, H, D, n, h);
-      gather(p.k.data(), k, T, H, D, n, h);
-      gather(p.v.data(), v, T, H, D, n, h);
-      transpose(p.kT.data(), p.k.data(), p.Tp, D);
-      Kernel<D, R>::forward(p, w.o.data(), lse + (n * H + h) * T, scale, w.s);
-      scatter(o, w.o.data(), T, H, D, n, h);
-    }
+  for (size_t n = 0; n < N; ++n) {
+    gather_sequence(w.pairs, qkv, cos, sin, n, T, H, D, false);
+    for (int h = 0; h < H; ++h) Kernel<D, R>::forward(w.pairs[h], lse + (n * H + h) * T, scale, w.s);
+    move_sequence(w.pairs, &Pair::o, o, n, T, H, D, false);
+  }
 }
 
 template <int D, int R>
-void run_backward(const float* q, const float* k, const float* v, const float* o, const float* lse,
-                  const float* dout, float* dq, float* dk, float* dv, size_t N, int T, int H) {
+void run_backward(const float* qkv, const float* cos, const float* sin, const float* o, const float* lse,
+                  const float* dout, float* dqkv, size_t N, int T, int H) {
   Scratch& w = scratch;
-  Pair& p = w.pair;
-  if (p.T != T || p.D != D) p.resize(T, D);
-  for (auto* b : {&w.o, &w.dout, &w.dq, &w.dk, &w.dv}) b->assign((size_t)p.Tp * D, 0.0f);
+  w.resize(T, H, D);
   const float scale = 1.0f / std::sqrt((float)D);
-  for (size_t n = 0; n < N; ++n)
-    for (int h = 0; h < H; ++h) {
-      gather(p.q.data(), q, T, H, D, n, h);
-      gather(p.k.data(), k, T, H, D, n, h);
-      gather(p.v.data(), v, T, H, D, n, h);
-      gather(w.o.data(), o, T, H, D, n, h);
-      gather(w.dout.data(), dout, T, H, D, n, h);
-      transpose(p.kT.data(), p.k.data(), p.Tp, D);
-      transpose(p.vT.data(), p.v.data(), p.Tp, D);
-      Kernel<D, R>::backward(p, w.o.data(), w.dout.data(), lse + (n * H + h) * T, scale, w.dq.data(),
-                             w.dk.data(), w.dv.data(), w.s, w.ds);
-      scatter(dq, w.dq.data(), T, H, D, n, h);
-      scatter(dk, w.dk.data(), T, H, D, n, h);
-      scatter(dv, w.dv.data(), T, H, D, n, h);
+  const size_t row = (size_t)3 * H * D;
+  const int half = D / 2;
+  for (size_t n = 0; n < N; ++n) {
+    gather_sequence(w.pairs, qkv, cos, sin, n, T, H, D, true);
+    move_sequence(w.pairs, &Pair::o, const_cast<float*>(o), n, T, H, D, true);
+    move_sequence(w.pairs, &Pair::dout, const_cast<float*>(dout), n, T, H, D, true);
+    for (int h = 0; h < H; ++h) Kernel<D, R>::backward(w.pairs[h], lse + (n * H + h) * T, scale, w.s, w.ds);
+    for (int t = 0; t < T; ++t) {  // back through the rotation, into the qkv layout
+      float* x = dqkv + (n * T + t) * row;
+      const float* c = cos + (size_t)t * half;
+      const float* s = sin + (size_t)t * half;
+      for (int h = 0; h < H; ++h) {
+        const Pair& p = w.pairs[h];
+        rope_back(x + (size_t)h * D, p.dq.data() + (size_t)t * D, c, s, D);
+        rope_back(x + (size_t)(H + h) * D, p.dk.data() + (size_t)t * D, c, s, D);
+        std::memcpy(x + (size_t)(2 * H + h) * D, p.dv.data() + (size_t)t * D, D * sizeof(float));
+      }
     }
+  }
 }
 
 struct Shape {
@@ -254,13 +305,15 @@ struct Shape {
   int T = 0, H = 0, D = 0;
 };
 
-ffi::Error shape_of(const ffi::Buffer<ffi::F32>& x, Shape& s) {
-  const auto dims = x.dimensions();
-  if (dims.size() < 3) return ffi::Error::InvalidArgument("attention: inputs must be [..., T, H, D]");
+ffi::Error shape_of(const ffi::Buffer<ffi::F32>& qkv, const ffi::Buffer<ffi::F32>& cos, Shape& s) {
+  const auto dims = qkv.dimensions();
   const size_t r = dims.size();
-  s.T = (int)dims[r - 3], s.H = (int)dims[r - 2], s.D = (int)dims[r - 1];
+  if (r < 4 || dims[r - 3] != 3) return ffi::Error::InvalidArgument("attention: qkv must be [..., T, 3, H, D]");
+  s.T = (int)dims[r - 4], s.H = (int)dims[r - 2], s.D = (int)dims[r - 1];
   s.N = 1;
-  for (size_t i = 0; i + 3 < r; ++i) s.N *= (size_t)dims[i];
+  for (size_t i = 0; i + 4 < r; ++i) s.N *= (size_t)dims[i];
+  if (cos.element_count() != (size_t)s.T * (s.D / 2))
+    return ffi::Error::InvalidArgument("attention: rotary tables must be [T, D / 2]");
   return ffi::Error::Success();
 }
 
@@ -273,25 +326,25 @@ ffi::Error shape_of(const ffi::Buffer<ffi::F32>& x, Shape& s) {
     default: return ffi::Error::InvalidArgument("attention: head size must be 16, 32, 64 or 128"); \
   }
 
-ffi::Error Forward(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k, ffi::Buffer<ffi::F32> v,
+ffi::Error Forward(ffi::Buffer<ffi::F32> qkv, ffi::Buffer<ffi::F32> cos, ffi::Buffer<ffi::F32> sin,
                    ffi::ResultBuffer<ffi::F32> o, ffi::ResultBuffer<ffi::F32> lse) {
   Shape s;
-  if (auto e = shape_of(q, s); e.failure()) return e;
+  if (auto e = shape_of(qkv, cos, s); e.failure()) return e;
 #define CALL(D_, R_) \
-  run_forward<D_, R_>(q.typed_data(), k.typed_data(), v.typed_data(), o->typed_data(), lse->typed_data(), s.N, s.T, s.H)
+  run_forward<D_, R_>(qkv.typed_data(), cos.typed_data(), sin.typed_data(), o->typed_data(), lse->typed_data(), s.N, s.T, s.H)
   REGMIX_DISPATCH(s.D, CALL)
 #undef CALL
   return ffi::Error::Success();
 }
 
-ffi::Error Backward(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k, ffi::Buffer<ffi::F32> v,
+ffi::Error Backward(ffi::Buffer<ffi::F32> qkv, ffi::Buffer<ffi::F32> cos, ffi::Buffer<ffi::F32> sin,
                     ffi::Buffer<ffi::F32> o, ffi::Buffer<ffi::F32> lse, ffi::Buffer<ffi::F32> dout,
-                    ffi::ResultBuffer<ffi::F32> dq, ffi::ResultBuffer<ffi::F32> dk, ffi::ResultBuffer<ffi::F32> dv) {
+                    ffi::ResultBuffer<ffi::F32> dqkv) {
   Shape s;
-  if (auto e = shape_of(q, s); e.failure()) return e;
+  if (auto e = shape_of(qkv, cos, s); e.failure()) return e;
 #define CALL(D_, R_)                                                                                          \
-  run_backward<D_, R_>(q.typed_data(), k.typed_data(), v.typed_data(), o.typed_data(), lse.typed_data(),     \
-                       dout.typed_data(), dq->typed_data(), dk->typed_data(), dv->typed_data(), s.N, s.T, s.H)
+  run_backward<D_, R_>(qkv.typed_data(), cos.typed_data(), sin.typed_data(), o.typed_data(), lse.typed_data(), \
+                       dout.typed_data(), dqkv->typed_data(), s.N, s.T, s.H)
   REGMIX_DISPATCH(s.D, CALL)
 #undef CALL
   return ffi::Error::Success();
@@ -315,6 +368,4 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RegmixAttentionBackward, Backward,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>());
