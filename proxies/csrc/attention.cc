@@ -31,8 +31,19 @@ inline v16 splat(float x) { return (v16){x, x, x, x, x, x, x, x, x, x, x, x, x, 
 inline v16 load(const float* p) { v16 r; std::memcpy(&r, p, sizeof r); return r; }
 inline void store(float* p, v16 x) { std::memcpy(p, &x, sizeof x); }
 inline v16 vmax(v16 a, v16 b) { return a > b ? a : b; }
-inline float hmax(v16 x) { float m = x[0]; for (int i = 1; i < 16; ++i) m = std::max(m, x[i]); return m; }
-inline float hsum(v16 x) { float s = 0; for (int i = 0; i < 16; ++i) s += x[i]; return s; }
+// Horizontal max and sum by halving (a tree: log2(16) dependent steps instead of 15).
+inline float hmax(v16 x) {
+  x = vmax(x, __builtin_shufflevector(x, x, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7));
+  x = vmax(x, __builtin_shufflevector(x, x, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11));
+  x = vmax(x, __builtin_shufflevector(x, x, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13));
+  return std::max(x[0], x[1]);
+}
+inline float hsum(v16 x) {
+  x += __builtin_shufflevector(x, x, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7);
+  x += __builtin_shufflevector(x, x, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11);
+  x += __builtin_shufflevector(x, x, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13);
+  return x[0] + x[1];
+}
 
 // exp of every lane: 2^n p(r) with x = n ln2 + r, |r| <= ln2/2 (Cephes' polynomial, about 1 ulp).
 // Lanes below -87 (masked scores are -inf) give exactly 0.
@@ -74,7 +85,9 @@ struct Pair {
 
 // Rotary embedding of one head's row x (D values) at a position with tables c, s (D/2 values):
 // pairs (i, i + D/2) rotate, as proxies.model.apply_rope does.
-inline void rope(float* out, const float* x, const float* c, const float* s, int D) {
+template <int D>
+inline void rope(float* __restrict__ out, const float* __restrict__ x, const float* __restrict__ c,
+                 const float* __restrict__ s) {
   const int h = D / 2;
   for (int i = 0; i < h; ++i) {
     out[i] = x[i] * c[i] - x[i + h] * s[i];
@@ -83,7 +96,9 @@ inline void rope(float* out, const float* x, const float* c, const float* s, int
 }
 
 // The rotation's transpose: the gradient of the unrotated row from that of the rotated one.
-inline void rope_back(float* out, const float* g, const float* c, const float* s, int D) {
+template <int D>
+inline void rope_back(float* __restrict__ out, const float* __restrict__ g, const float* __restrict__ c,
+                      const float* __restrict__ s) {
   const int h = D / 2;
   for (int i = 0; i < h; ++i) {
     out[i] = g[i] * c[i] + g[i + h] * s[i];
@@ -91,10 +106,18 @@ inline void rope_back(float* out, const float* g, const float* c, const float* s
   }
 }
 
+// dst [D, Tp] = src [Tp, D] transposed, rows below T (the padding stays zero); writes in order.
+template <int D>
+inline void transpose(float* __restrict__ dst, const float* __restrict__ src, int T, int Tp) {
+  for (int d = 0; d < D; ++d)
+    for (int t = 0; t < T; ++t) dst[(size_t)d * Tp + t] = src[(size_t)t * D + d];
+}
+
 // Every head of sequence n of qkv [N, T, 3, H, D] into pairs[h]: q and k rotated, k and v also
 // transposed. One pass over the sequence's rows, in memory order.
+template <int D>
 inline void gather_sequence(std::vector<Pair>& pairs, const float* qkv, const float* cos, const float* sin, size_t n,
-                            int T, int H, int D, bool with_vT) {
+                            int T, int H, bool with_vT) {
   const size_t row = (size_t)3 * H * D;
   const int half = D / 2;
   for (int t = 0; t < T; ++t) {
@@ -105,19 +128,21 @@ inline void gather_sequence(std::vector<Pair>& pairs, const float* qkv, const fl
       Pair& p = pairs[h];
       float* k = p.k.data() + (size_t)t * D;
       float* v = p.v.data() + (size_t)t * D;
-      rope(p.q.data() + (size_t)t * D, x + (size_t)h * D, c, s, D);
-      rope(k, x + (size_t)(H + h) * D, c, s, D);
+      rope<D>(p.q.data() + (size_t)t * D, x + (size_t)h * D, c, s);
+      rope<D>(k, x + (size_t)(H + h) * D, c, s);
       std::memcpy(v, x + (size_t)(2 * H + h) * D, D * sizeof(float));
-      for (int d = 0; d < D; ++d) p.kT[(size_t)d * p.Tp + t] = k[d];
-      if (with_vT)
-        for (int d = 0; d < D; ++d) p.vT[(size_t)d * p.Tp + t] = v[d];
     }
+  }
+  for (Pair& p : pairs) {
+    transpose<D>(p.kT.data(), p.k.data(), T, p.Tp);
+    if (with_vT) transpose<D>(p.vT.data(), p.v.data(), T, p.Tp);
   }
 }
 
 // Rows of sequence n of x [N, T, H, D] into (to_pairs) or from the pairs' member `field`.
+template <int D>
 inline void move_sequence(std::vector<Pair>& pairs, std::vector<float> Pair::*field, float* x, size_t n, int T,
-                          int H, int D, bool to_pairs) {
+                          int H, bool to_pairs) {
   const size_t row = (size_t)H * D;
   for (int t = 0; t < T; ++t)
     for (int h = 0; h < H; ++h) {
@@ -132,16 +157,28 @@ template <int D, int R>
 struct Kernel {
   static constexpr int V = D / 16;  // vectors per row
 
-  // s[r][0:n] = scale * a[i0 + r] . bT[:, 0:n] for the R rows of a tile (n a multiple of 16).
-  static void products(const float* a, const float* bT, int Tp, int i0, int n, float scale, float* s) {
-    for (int j = 0; j < n; j += 16) {
-      v16 acc[R] = {};
-      for (int d = 0; d < D; ++d) {
-        const v16 b = load(bT + (size_t)d * Tp + j);
-        for (int r = 0; r < R; ++r) acc[r] += splat(a[(size_t)(i0 + r) * D + d]) * b;
+  // s[r][0:n] = scale * a[i0 + r] . bT[:, 0:n] for the R rows of a tile (n a multiple of 16); two
+  // 16-key chunks at a time, so 2R independent accumulators hide the FMA latency.
+  template <int C>
+  static inline void product_chunks(const float* a, const float* bT, int Tp, int i0, int j, float scale, float* s) {
+    v16 acc[R][C] = {};
+    for (int d = 0; d < D; ++d) {
+      v16 b[C];
+      for (int c = 0; c < C; ++c) b[c] = load(bT + (size_t)d * Tp + j + 16 * c);
+      for (int r = 0; r < R; ++r) {
+        const v16 x = splat(a[(size_t)(i0 + r) * D + d]);
+        for (int c = 0; c < C; ++c) acc[r][c] += x * b[c];
       }
-      for (int r = 0; r < R; ++r) store(s + (size_t)r * Tp + j, acc[r] * splat(scale));
     }
+    for (int r = 0; r < R; ++r)
+      for (int c = 0; c < C; ++c) store(s + (size_t)r * Tp + j + 16 * c, acc[r][c] * splat(scale));
+  }
+
+  static void products(const float* a, const float* bT, int Tp, int i0, int n, float scale, float* s) {
+    constexpr int C = R >= 8 ? 2 : 16 / R > 4 ? 4 : 16 / R;  // chunks per pass: about 16 accumulators
+    int j = 0;
+    for (; j + 16 * C <= n; j += 16 * C) product_chunks<C>(a, bT, Tp, i0, j, scale, s);
+    for (; j < n; j += 16) product_chunks<1>(a, bT, Tp, i0, j, scale, s);
   }
 
   // out[i0 + r] = sum_j w[r][j] b[j] over j < n, times mult[r].
@@ -159,12 +196,27 @@ struct Kernel {
       for (int c = 0; c < V; ++c) store(out + (size_t)(i0 + r) * D + 16 * c, acc[r][c] * splat(mult[r]));
   }
 
-  // acc[j] += sum_r w[r][j] a[i0 + r] for j < n.
+  // acc[j] += sum_r w[r][j] a[i0 + r] for j < n, J keys at a time (independent accumulators).
   static void accumulate_columns(const float* w, const float* a, int Tp, int i0, int n, float* acc) {
+    constexpr int J = V >= 8 ? 1 : 8 / V;
     v16 ar[R][V];
     for (int r = 0; r < R; ++r)
       for (int c = 0; c < V; ++c) ar[r][c] = load(a + (size_t)(i0 + r) * D + 16 * c);
-    for (int j = 0; j < n; ++j) {
+    int j0 = 0;
+    for (; j0 + J <= n; j0 += J) {
+      v16 sum[J][V] = {};
+      for (int r = 0; r < R; ++r)
+        for (int jj = 0; jj < J; ++jj) {
+          const v16 x = splat(w[(size_t)r * Tp + j0 + jj]);
+          for (int c = 0; c < V; ++c) sum[jj][c] += x * ar[r][c];
+        }
+      for (int jj = 0; jj < J; ++jj)
+        for (int c = 0; c < V; ++c) {
+          float* dst = acc + (size_t)(j0 + jj) * D + 16 * c;
+          store(dst, load(dst) + sum[jj][c]);
+        }
+    }
+    for (int j = j0; j < n; ++j) {
       v16 sum[V] = {};
       for (int r = 0; r < R; ++r) {
         const v16 x = splat(w[(size_t)r * Tp + j]);
@@ -267,9 +319,9 @@ void run_forward(const float* qkv, const float* cos, const float* sin, float* o,
   w.resize(T, H, D);
   const float scale = 1.0f / std::sqrt((float)D);
   for (size_t n = 0; n < N; ++n) {
-    gather_sequence(w.pairs, qkv, cos, sin, n, T, H, D, false);
+    gather_sequence<D>(w.pairs, qkv, cos, sin, n, T, H, false);
     for (int h = 0; h < H; ++h) Kernel<D, R>::forward(w.pairs[h], lse + (n * H + h) * T, scale, w.s);
-    move_sequence(w.pairs, &Pair::o, o, n, T, H, D, false);
+    move_sequence<D>(w.pairs, &Pair::o, o, n, T, H, false);
   }
 }
 
@@ -282,9 +334,9 @@ void run_backward(const float* qkv, const float* cos, const float* sin, const fl
   const size_t row = (size_t)3 * H * D;
   const int half = D / 2;
   for (size_t n = 0; n < N; ++n) {
-    gather_sequence(w.pairs, qkv, cos, sin, n, T, H, D, true);
-    move_sequence(w.pairs, &Pair::o, const_cast<float*>(o), n, T, H, D, true);
-    move_sequence(w.pairs, &Pair::dout, const_cast<float*>(dout), n, T, H, D, true);
+    gather_sequence<D>(w.pairs, qkv, cos, sin, n, T, H, true);
+    move_sequence<D>(w.pairs, &Pair::o, const_cast<float*>(o), n, T, H, true);
+    move_sequence<D>(w.pairs, &Pair::dout, const_cast<float*>(dout), n, T, H, true);
     for (int h = 0; h < H; ++h) Kernel<D, R>::backward(w.pairs[h], lse + (n * H + h) * T, scale, w.s, w.ds);
     for (int t = 0; t < T; ++t) {  // back through the rotation, into the qkv layout
       float* x = dqkv + (n * T + t) * row;
@@ -292,8 +344,8 @@ void run_backward(const float* qkv, const float* cos, const float* sin, const fl
       const float* s = sin + (size_t)t * half;
       for (int h = 0; h < H; ++h) {
         const Pair& p = w.pairs[h];
-        rope_back(x + (size_t)h * D, p.dq.data() + (size_t)t * D, c, s, D);
-        rope_back(x + (size_t)(H + h) * D, p.dk.data() + (size_t)t * D, c, s, D);
+        rope_back<D>(x + (size_t)h * D, p.dq.data() + (size_t)t * D, c, s);
+        rope_back<D>(x + (size_t)(H + h) * D, p.dk.data() + (size_t)t * D, c, s);
         std::memcpy(x + (size_t)(2 * H + h) * D, p.dv.data() + (size_t)t * D, D * sizeof(float));
       }
     }
