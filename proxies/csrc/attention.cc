@@ -106,11 +106,44 @@ inline void rope_back(float* __restrict__ out, const float* __restrict__ g, cons
   }
 }
 
-// dst [D, Tp] = src [Tp, D] transposed, rows below T (the padding stays zero); writes in order.
+// 16 rows of 16 floats transposed in registers: four rounds that swap blocks of 8, 4, 2 and 1.
+inline void transpose16(v16* x) {
+  for (int i = 0; i < 16; ++i)
+    if (!(i & 8)) {
+      const v16 a = x[i], b = x[i + 8];
+      x[i] = __builtin_shufflevector(a, b, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23);
+      x[i + 8] = __builtin_shufflevector(a, b, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
+    }
+  for (int i = 0; i < 16; ++i)
+    if (!(i & 4)) {
+      const v16 a = x[i], b = x[i + 4];
+      x[i] = __builtin_shufflevector(a, b, 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27);
+      x[i + 4] = __builtin_shufflevector(a, b, 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31);
+    }
+  for (int i = 0; i < 16; ++i)
+    if (!(i & 2)) {
+      const v16 a = x[i], b = x[i + 2];
+      x[i] = __builtin_shufflevector(a, b, 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29);
+      x[i + 2] = __builtin_shufflevector(a, b, 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31);
+    }
+  for (int i = 0; i < 16; ++i)
+    if (!(i & 1)) {
+      const v16 a = x[i], b = x[i + 1];
+      x[i] = __builtin_shufflevector(a, b, 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30);
+      x[i + 1] = __builtin_shufflevector(a, b, 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31);
+    }
+}
+
+// dst [D, Tp] = src [Tp, D] transposed, in 16 x 16 blocks (Tp and D are multiples of 16).
 template <int D>
-inline void transpose(float* __restrict__ dst, const float* __restrict__ src, int T, int Tp) {
-  for (int d = 0; d < D; ++d)
-    for (int t = 0; t < T; ++t) dst[(size_t)d * Tp + t] = src[(size_t)t * D + d];
+inline void transpose(float* __restrict__ dst, const float* __restrict__ src, int Tp) {
+  v16 x[16];
+  for (int t0 = 0; t0 < Tp; t0 += 16)
+    for (int d0 = 0; d0 < D; d0 += 16) {
+      for (int i = 0; i < 16; ++i) x[i] = load(src + (size_t)(t0 + i) * D + d0);
+      transpose16(x);
+      for (int i = 0; i < 16; ++i) store(dst + (size_t)(d0 + i) * Tp + t0, x[i]);
+    }
 }
 
 // Every head of sequence n of qkv [N, T, 3, H, D] into pairs[h]: q and k rotated, k and v also
@@ -134,8 +167,8 @@ inline void gather_sequence(std::vector<Pair>& pairs, const float* qkv, const fl
     }
   }
   for (Pair& p : pairs) {
-    transpose<D>(p.kT.data(), p.k.data(), T, p.Tp);
-    if (with_vT) transpose<D>(p.vT.data(), p.v.data(), T, p.Tp);
+    transpose<D>(p.kT.data(), p.k.data(), p.Tp);  // padding rows are zeros: so are their columns
+    if (with_vT) transpose<D>(p.vT.data(), p.v.data(), p.Tp);
   }
 }
 
