@@ -63,8 +63,9 @@ def synthetic_store(path: Path, seq_len: int):
 
 
 def run_bench(preset: str = "1m", n_proxies: int = 16, batch: int = 16, seq_len: int = 256, steps: int = 10,
-              workers: int = 0, memory_budget_gb: float = 8.0, tunables: bool = True) -> dict:
-    """Train `n_proxies` for `steps` timed steps (after one warm-up step); returns the JSON record."""
+              workers: int = 0, memory_budget_gb: float = 8.0, tunables: bool = True, group_size: int = 0) -> dict:
+    """Train `n_proxies` for `steps` timed steps (after one warm-up step); returns the JSON record.
+    `group_size` 0: the groups a sweep would plan (memory budget)."""
     from proxies.config import TrainConfig
     from proxies.config import preset as get_preset
     from proxies.model import count_params, flops_per_token
@@ -76,7 +77,7 @@ def run_bench(preset: str = "1m", n_proxies: int = 16, batch: int = 16, seq_len:
     train = TrainConfig(steps=steps + 1, batch=batch, seq_len=seq_len, warmup_steps=1, eval_windows=1,
                         eval_batch=1, checkpoint_every=0)
     per_proxy = proxy_bytes(cfg, VOCAB, train)
-    groups = plan_groups(n_proxies, workers, memory_budget_gb * 1e9, per_proxy)
+    groups = plan_groups(n_proxies, workers, memory_budget_gb * 1e9, per_proxy, group_size)
     workers = min(workers, len(groups))
     peak = peak_matmul_flops()
     with tempfile.TemporaryDirectory(prefix="regmix-bench-") as tmp:

@@ -20,6 +20,7 @@ def register(sub) -> None:
     q.add_argument("--steps", type=int, default=10, help="timed steps (after one warm-up step)")
     q.add_argument("--workers", type=int, default=0, help="worker processes (0: one per core)")
     q.add_argument("--memory-budget-gb", type=float, default=8.0)
+    q.add_argument("--group-size", type=int, default=0, help="proxies per vmapped group (0: as a sweep plans them)")
     q.add_argument("--no-tunables", action="store_true", help="leave glibc malloc defaults (for comparison)")
     q.add_argument("--json", action="store_true", help="print one JSON object (default: a short summary too)")
     q.set_defaults(func=run)
@@ -35,7 +36,7 @@ def run(args) -> int:
         if getattr(args, name) < 1:
             raise RegmixError(f"--{name.replace('_', '-')} must be >= 1")
     record = run_bench(args.preset, args.n_proxies, args.batch, args.seq_len, args.steps, args.workers,
-                       args.memory_budget_gb, tunables=not args.no_tunables)
+                       args.memory_budget_gb, tunables=not args.no_tunables, group_size=args.group_size)
     if args.json:
         print(json.dumps(record))
     else:
