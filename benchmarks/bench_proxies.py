@@ -46,7 +46,10 @@ def main(argv=None) -> int:
              "", ("| M | workers x group | tokens/s | MFU | peak matmul GFLOP/s | MFU (workers' peak) "
                   "| MFU (per CPU-s) | peak RSS (GB) | load |"), "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['n_proxies']} | {r['workers']} x {r['groups'][0]} ({len(r['groups'])} groups) | "
+        layout = f"{r['workers']} x {r['groups'][0]} ({len(r['groups'])} groups)"
+        if r.get("processes", r["workers"]) > r["workers"]:  # a lone group split over replicas
+            layout = f"{r['processes']} replicas x {r['groups'][0]}"
+        lines.append(f"| {r['n_proxies']} | {layout} | "
                      f"{r['tokens_per_s']:,.0f} | {r['mfu']:.3f} | {r['peak_matmul_flops_per_s'] / 1e9:.0f} | "
                      f"{r['mfu_workers']:.3f} | {r['mfu_cpu']:.3f} | "
                      f"{r['peak_rss_bytes'] / 1e9:.2f} | {r['load_avg_1m']:.1f} |")
