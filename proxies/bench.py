@@ -66,7 +66,7 @@ def run_bench(preset: str = "1m", n_proxies: int = 16, batch: int = 16, seq_len:
               workers: int = 0, memory_budget_gb: float = 8.0, tunables: bool = True, group_size: int = 0) -> dict:
     """Train `n_proxies` for `steps` timed steps (after one warm-up step); returns the JSON record.
     `group_size` 0: the groups a sweep would plan (memory budget)."""
-    from proxies import cpu_attention
+    from proxies import cpu_kernels
     from proxies.config import TrainConfig
     from proxies.config import preset as get_preset
     from proxies.model import count_params, flops_per_token
@@ -81,7 +81,7 @@ def run_bench(preset: str = "1m", n_proxies: int = 16, batch: int = 16, seq_len:
     groups = plan_groups(n_proxies, workers, memory_budget_gb * 1e9, per_proxy, group_size)
     workers = min(workers, len(groups))
     peak = peak_matmul_flops()
-    cpu_attention.build()  # once here, not in every worker at the same time
+    cpu_kernels.build()  # once here, not in every worker at the same time
     with tempfile.TemporaryDirectory(prefix="regmix-bench-") as tmp:
         work = Path(tmp)
         synthetic_store(work / "store", seq_len)

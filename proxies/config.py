@@ -25,7 +25,7 @@ class ModelConfig:
     init_std: float = 0.02
     attn_blocks: int = 4  # causal query blocks of the attention kernel (1 = plain masked attention)
     attn_chunk: int = 2  # (sequence, head) pairs per proxy that attention takes at a time (0: all)
-    cpu_kernel: bool = False  # attention by the compiled CPU kernel (proxies.cpu_attention); see train.for_mesh
+    cpu_kernel: bool = False  # attention, SwiGLU, RMSNorm by compiled CPU kernels (proxies.cpu_kernels); train.for_mesh
 
     def __post_init__(self):
         for name in ("n_layers", "d_model", "n_heads", "d_ff", "attn_blocks"):

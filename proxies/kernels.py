@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from proxies import cpu_kernels
+
 
 @jax.custom_vjp
 def linear(x_NxI: jax.Array, w_IxO: jax.Array) -> jax.Array:
@@ -53,9 +55,17 @@ def _dw_transposed(d_in: int, d_out: int) -> bool:
 linear.defvjp(_linear_fwd, _linear_bwd)
 
 
+def swiglu(x_NxI: jax.Array, w_Ix2F: jax.Array, cpu_kernel: bool = False) -> jax.Array:
+    """silu(x @ w_gate) * (x @ w_up), with w = [w_gate | w_up] on the last axis. `cpu_kernel`: the
+    elementwise part by the compiled kernel (proxies.cpu_kernels), one pass each way; its gradient
+    d[gate | up] comes as one array, so dx and dW are one product each."""
+    if cpu_kernel:
+        return cpu_kernels.swiglu_gates(linear(x_NxI, w_Ix2F))
+    return _swiglu(x_NxI, w_Ix2F)
+
+
 @jax.custom_vjp
-def swiglu(x_NxI: jax.Array, w_Ix2F: jax.Array) -> jax.Array:
-    """silu(x @ w_gate) * (x @ w_up), with w = [w_gate | w_up] on the last axis."""
+def _swiglu(x_NxI: jax.Array, w_Ix2F: jax.Array) -> jax.Array:
     return _swiglu_fwd(x_NxI, w_Ix2F)[0]
 
 
@@ -80,7 +90,7 @@ def _swiglu_bwd(res, da):
     return dx_g + dx_u, jnp.concatenate([dw_g, dw_u], axis=-1)
 
 
-swiglu.defvjp(_swiglu_fwd, _swiglu_bwd)
+_swiglu.defvjp(_swiglu_fwd, _swiglu_bwd)
 
 
 def row_max(x: jax.Array, chunk: int = 32) -> jax.Array:

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from proxies import cpu_attention
+from proxies import cpu_kernels
 from proxies.config import ModelConfig
 from proxies.kernels import attention, linear, row_max, swiglu
 
@@ -32,7 +32,9 @@ class RMSNorm(nnx.Module):
         self.scale = nnx.Param(jnp.ones((d,), jnp.float32))
         self.eps = eps
 
-    def __call__(self, x):
+    def __call__(self, x, kernel: bool = False):
+        if kernel:  # the compiled CPU kernel: one pass forward and backward
+            return cpu_kernels.rms_norm(x, self.scale[...], self.eps)
         return x * jax.lax.rsqrt(jnp.mean(x * x, axis=-1, keepdims=True) + self.eps) * self.scale[...]
 
 
@@ -70,9 +72,10 @@ class Block(nnx.Module):
         cfg = self.cfg
         b, t, d = x_BxTxD.shape
         h, hd = cfg.n_heads, cfg.head_dim
-        qkv = self.wqkv(self.attn_norm(x_BxTxD)).reshape(b, t, 3, h, hd)
-        if cfg.cpu_kernel and custom_vjp:  # rotary embedding inside, layouts as they are
-            o = cpu_attention.attention(qkv, cos, sin).reshape(b, t, d)
+        kernel = cfg.cpu_kernel and custom_vjp
+        qkv = self.wqkv(self.attn_norm(x_BxTxD, kernel)).reshape(b, t, 3, h, hd)
+        if kernel and cpu_kernels.supports(hd):  # rotary embedding inside, layouts as they are
+            o = cpu_kernels.attention(qkv, cos, sin).reshape(b, t, d)
         else:
             q, k = apply_rope(qkv[:, :, 0], cos, sin), apply_rope(qkv[:, :, 1], cos, sin)
             q = jnp.transpose(q, (0, 2, 1, 3))  # (B, H, T, hd)
@@ -81,9 +84,9 @@ class Block(nnx.Module):
             o = attention(q, kT, vT, cfg.attn_blocks, cfg.attn_chunk, custom_vjp)
             o = jnp.transpose(o, (0, 2, 1, 3)).reshape(b, t, d)
         x_BxTxD = x_BxTxD + self.wo(o)
-        y = self.mlp_norm(x_BxTxD)
+        y = self.mlp_norm(x_BxTxD, kernel)
         if custom_vjp:
-            return x_BxTxD + self.w_down(swiglu(y, self.w_gate_up.kernel[...]))
+            return x_BxTxD + self.w_down(swiglu(y, self.w_gate_up.kernel[...], kernel))
         gate, up = jnp.split(self.w_gate_up(y), 2, axis=-1)
         return x_BxTxD + self.w_down(jax.nn.silu(gate) * up)
 
@@ -105,7 +108,7 @@ class Transformer(nnx.Module):
         x = jnp.take(self.embed[...], tokens_BxT, axis=0, mode="clip")
         for block in self.blocks:
             x = block(x, cos, sin, custom_vjp)
-        return self.head(self.final_norm(x))
+        return self.head(self.final_norm(x, self.cfg.cpu_kernel and custom_vjp))
 
 
 @functools.lru_cache(maxsize=None)

@@ -47,7 +47,7 @@ from jax import lax
 from jax.flatten_util import ravel_pytree
 from jax.sharding import Mesh, PartitionSpec as P
 
-from proxies import checkpoint, cpu_attention
+from proxies import checkpoint, cpu_kernels
 from proxies import model as modellib
 from proxies.batches import MixtureBatches, check_mixtures
 from proxies.config import ModelConfig, TrainConfig, preset
@@ -163,14 +163,12 @@ def make_replica_steps(cfg: ModelConfig, vocab_size: int, train: TrainConfig, cu
 
 
 def for_mesh(cfg: ModelConfig, mesh: Mesh) -> ModelConfig:
-    """`cfg` as it runs on `mesh` (same results to float rounding, faster): on CPUs, attention by
-    the compiled kernel where it builds (proxies.cpu_attention), else in pieces that keep scores in
-    cache; elsewhere XLA's attention whole."""
+    """`cfg` as it runs on `mesh` (same results to float rounding, faster): on CPUs, the compiled
+    kernels where they build (proxies.cpu_kernels; attention in pieces that keep scores in cache
+    where they do not, or the head size has no kernel); elsewhere XLA's attention whole."""
     if mesh.devices.flat[0].platform != "cpu":
         return dataclasses.replace(cfg, attn_chunk=0, cpu_kernel=False)
-    if cpu_attention.supports(cfg.head_dim) and cpu_attention.available():
-        return dataclasses.replace(cfg, cpu_kernel=True)
-    return cfg
+    return dataclasses.replace(cfg, cpu_kernel=cpu_kernels.available())
 
 
 @functools.lru_cache(maxsize=16)

@@ -198,9 +198,9 @@ def run_workers(module: str, out: Path, todo: list[int], planned: int, logs: Pat
     process stops the others and raises with the last line of its log."""
     from regmix.errors import RegmixError
 
-    from proxies import cpu_attention
+    from proxies import cpu_kernels
 
-    cpu_attention.build()  # once here, not in every worker at the same time
+    cpu_kernels.build()  # once here, not in every worker at the same time
     sets = core_sets(planned)
     n = min(len(sets), len(todo))
     procs: list[tuple[subprocess.Popen, Path]] = []
