@@ -14,7 +14,9 @@ same global batch (a pure function of the seed and the step) and `jax.device_put
 shards; per-proxy losses come back to every host through `to_host`. Between CPU hosts the
 collectives go over gloo (TCP). tests/test_proxies_mesh.py runs this path with two processes on one
 machine and gets the results of one process. On CPUs prefer giving each host its own groups of a
-sweep (`python -m proxies.workers`), which needs no collective setup.
+sweep (`python -m proxies.workers`), which needs no collective setup; within one machine a group
+with several cores runs as replica processes (proxies.replicas), which split its batches faster
+than the host devices of one process do.
 """
 
 from __future__ import annotations

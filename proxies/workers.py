@@ -3,9 +3,9 @@ share of a sweep's groups.
 
 On CPUs this beats one multi-threaded process (proxies are independent, so no communication is
 lost) and keeps each process's peak memory to its own groups. With fewer groups than cores a
-worker owns several cores: it runs one single-threaded host device per core, and the mesh splits
-each proxy's batch over them (proxies.mesh). The environment is set before the
-interpreter starts, because glibc reads GLIBC_TUNABLES at start-up: without these settings
+worker owns several cores: it runs as one pinned single-device replica per core, the replicas
+splitting every batch and averaging gradients through shared memory (proxies.replicas). The
+environment is set before the interpreter starts, because glibc reads GLIBC_TUNABLES at start-up: without these settings
 XLA:CPU gets fresh page-faulted buffers from malloc on every step. Workers die with their parent
 (PR_SET_PDEATHSIG), so a killed sweep leaves no orphan writing into its folder. The same split
 spreads a sweep over hosts: run `python -m proxies.workers CORES 0 DIR G...` (parent 0: none)
