@@ -59,32 +59,29 @@ inline void rope_back(float* __restrict__ out, const float* __restrict__ g, cons
   }
 }
 
+// Lane j of the two results of swapping the off-diagonal B x B blocks of rows a and b (lanes of b
+// are numbered 16..31).
+template <int B> constexpr int lo(int j) { return (j & B) ? 16 + j - B : j; }
+template <int B> constexpr int hi(int j) { return (j & B) ? 16 + j : j + B; }
+
+template <int B>
+inline void swap_blocks(v16* x) {
+  for (int i = 0; i < 16; ++i)
+    if (!(i & B)) {
+      const v16 a = x[i], b = x[i + B];
+      x[i] = __builtin_shufflevector(a, b, lo<B>(0), lo<B>(1), lo<B>(2), lo<B>(3), lo<B>(4), lo<B>(5), lo<B>(6), lo<B>(7),
+                                   lo<B>(8), lo<B>(9), lo<B>(10), lo<B>(11), lo<B>(12), lo<B>(13), lo<B>(14), lo<B>(15));
+      x[i + B] = __builtin_shufflevector(a, b, hi<B>(0), hi<B>(1), hi<B>(2), hi<B>(3), hi<B>(4), hi<B>(5), hi<B>(6), hi<B>(7),
+                                   hi<B>(8), hi<B>(9), hi<B>(10), hi<B>(11), hi<B>(12), hi<B>(13), hi<B>(14), hi<B>(15));
+    }
+}
+
 // 16 rows of 16 floats transposed in registers: four rounds that swap blocks of 8, 4, 2 and 1.
 inline void transpose16(v16* x) {
-  for (int i = 0; i < 16; ++i)
-    if (!(i & 8)) {
-      const v16 a = x[i], b = x[i + 8];
-      x[i] = __builtin_shufflevector(a, b, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23);
-      x[i + 8] = __builtin_shufflevector(a, b, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
-    }
-  for (int i = 0; i < 16; ++i)
-    if (!(i & 4)) {
-      const v16 a = x[i], b = x[i + 4];
-      x[i] = __builtin_shufflevector(a, b, 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27);
-      x[i + 4] = __builtin_shufflevector(a, b, 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31);
-    }
-  for (int i = 0; i < 16; ++i)
-    if (!(i & 2)) {
-      const v16 a = x[i], b = x[i + 2];
-      x[i] = __builtin_shufflevector(a, b, 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29);
-      x[i + 2] = __builtin_shufflevector(a, b, 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31);
-    }
-  for (int i = 0; i < 16; ++i)
-    if (!(i & 1)) {
-      const v16 a = x[i], b = x[i + 1];
-      x[i] = __builtin_shufflevector(a, b, 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30);
-      x[i + 1] = __builtin_shufflevector(a, b, 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31);
-    }
+  swap_blocks<8>(x);
+  swap_blocks<4>(x);
+  swap_blocks<2>(x);
+  swap_blocks<1>(x);
 }
 
 // dst [D, Tp] = src [Tp, D] transposed, in 16 x 16 blocks (Tp and D are multiples of 16).
