@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from proxies.config import ModelConfig, TrainConfig
+from proxies.replicas import leads
 from proxies.sweep import atomic_write_text, locked
 from regmix.config import from_dict, to_dict
 from regmix.errors import RegmixError
@@ -92,7 +93,7 @@ def train_job(out: Path, j: int, plan: dict | None = None, replicas=None) -> dic
               "curve_steps": res.curve_steps_S.tolist(),
               "curve_loss": [[nan(r) for r in s] for s in res.curve_loss_SxMxE.tolist()],
               "diverged": res.diverged_M.tolist(), "tokens": res.tokens_M.tolist(), "seconds": res.seconds}
-    if replicas is None or replicas.rank == 0:
+    if leads(replicas):
         atomic_write_text(job_path(out, j), json.dumps(result) + "\n")
         shutil.rmtree(ckpt.parent, ignore_errors=True)
     return result

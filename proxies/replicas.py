@@ -4,8 +4,8 @@ With fewer proxy groups than cores, a group gets k cores. Its k replicas are k w
 one pinned single-device process per core, each taking 1/k of every proxy's batch. After each
 backward pass they average their gradients through shared memory: every replica writes its flat
 gradient vector into its own slot, they meet at a barrier, and every replica sums the slots in
-rank order, so all apply the same update and hold bit-identical states. Rank 0 alone evaluates and
-writes files.
+rank order, so all apply the same update and hold bit-identical states. Every replica evaluates
+(the same windows, the same results); rank 0 alone writes files (`leads`).
 
 Why not the host devices of one process: XLA:CPU runs every host device of a process on one
 shared thread pool, and a lone 1m proxy split over the two host devices of one process ran 15-20%
@@ -111,6 +111,11 @@ def from_env(env: dict | None = None) -> Replicas | None:
     fds = [int(s) for s in socks.split(",") if s]
     return Replicas(int(rank), int(world), int(memfd),
                     [socket.socket(fileno=fd) for fd in fds])
+
+
+def leads(replicas: Replicas | None) -> bool:
+    """Whether this process writes the results and checkpoints: it runs alone, or it is rank 0."""
+    return replicas is None or replicas.rank == 0
 
 
 def replica_count(cores: int, batch: int | None) -> int:

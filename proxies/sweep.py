@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from proxies.config import ModelConfig, SweepConfig, TrainConfig, preset
+from proxies.replicas import leads
 from regmix.config import from_dict, to_dict
 from regmix.corpus.store import TokenStore
 from regmix.errors import RegmixError
@@ -214,7 +215,6 @@ def train_group(out: Path, g: int, record: dict | None = None, mesh=None, replic
     gdir = group_dir(out, g)
     gdir.mkdir(parents=True, exist_ok=True)
     last = [0.0]
-    writes = replicas is None or replicas.rank == 0
 
     def on_step(step: int, tokens: int) -> None:
         now = time.monotonic()
@@ -225,7 +225,7 @@ def train_group(out: Path, g: int, record: dict | None = None, mesh=None, replic
     res = train_mixtures(TokenStore.open(cfg.store), record["train_domains"], w, model=cfg.model,
                          train=cfg.train, eval_domains=record["eval_domains"], proxy_ids=np.array(members),
                          lr_scale_M=scale, checkpoint_dir=gdir / "ckpt", mesh=mesh,
-                         on_step=on_step if writes else None, replicas=replicas)
+                         on_step=on_step if leads(replicas) else None, replicas=replicas)
     nan = lambda a: [None if not math.isfinite(v) else v for v in a]
     result = {"runs": ids, "eval_domains": res.eval_domains,
               "val_loss": [nan(r) for r in res.val_loss_MxE.tolist()],
@@ -234,7 +234,7 @@ def train_group(out: Path, g: int, record: dict | None = None, mesh=None, replic
               "curve_loss": [[nan(r) for r in s] for s in res.curve_loss_SxMxE.tolist()],
               "diverged": res.diverged_M.tolist(), "steps": res.steps_M.tolist(),
               "tokens": res.tokens_M.tolist(), "seconds": res.seconds}
-    if writes:
+    if leads(replicas):
         atomic_write_text(gdir / "result.json", json.dumps(result) + "\n")
         shutil.rmtree(gdir / "ckpt", ignore_errors=True)  # the result is the durable record now
     return result

@@ -53,7 +53,7 @@ from proxies.batches import MixtureBatches, check_mixtures
 from proxies.config import ModelConfig, TrainConfig, preset
 from proxies.evaluate import Evaluator
 from proxies.mesh import AXIS, BATCH_AXIS, batch_sharding, padded_size, proxy_mesh, proxy_sharding, to_host
-from proxies.replicas import Replicas
+from proxies.replicas import Replicas, leads
 from regmix.config import to_dict
 from regmix.corpus.store import TokenStore
 from regmix.errors import RegmixError
@@ -233,11 +233,10 @@ def train_mixtures(store: TokenStore, domains: list[str], w_MxK: np.ndarray, *, 
     m = len(w_MxK)
     ids_M = np.arange(m) if proxy_ids is None else np.asarray(proxy_ids, np.int64)
     scale_M = np.ones(m) if lr_scale_M is None else np.asarray(lr_scale_M, np.float64)
-    world = 1 if replicas is None else replicas.world
+    rank, world = (0, 1) if replicas is None else (replicas.rank, replicas.world)
     if train.batch % world:
         raise RegmixError(f"batch {train.batch} does not split into {world} equal replica shares")
-    share = slice(0, train.batch) if replicas is None else slice(
-        replicas.rank * train.batch // world, (replicas.rank + 1) * train.batch // world)
+    share = slice(rank * train.batch // world, (rank + 1) * train.batch // world)
     # Pad the proxy axis to the mesh by repeating the last proxy; padded results are dropped.
     mesh = proxy_mesh(n_proxies=m, batch=train.batch // world) if mesh is None else mesh
     run_cfg = for_mesh(cfg, mesh)
@@ -308,7 +307,7 @@ def train_mixtures(store: TokenStore, domains: list[str], w_MxK: np.ndarray, *, 
         step += 1
         evaluating = step == train.steps or (train.eval_every and step % train.eval_every == 0)
         saving = checkpoint_dir is not None and train.checkpoint_every and (
-            step % train.checkpoint_every == 0 and step < train.steps) and (replicas is None or replicas.rank == 0)
+            step % train.checkpoint_every == 0 and step < train.steps) and leads(replicas)
         if evaluating or saving:
             settle(*pending)
             pending = None
