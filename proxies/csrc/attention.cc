@@ -387,20 +387,9 @@ ffi::Error Backward(ffi::Buffer<ffi::F32> qkv, ffi::Buffer<ffi::F32> cos, ffi::B
 
 }  // namespace
 
+using B = ffi::Buffer<ffi::F32>;
+// Forward (qkv, cos, sin) -> (o, lse); backward (qkv, cos, sin, o, lse, do) -> dqkv.
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RegmixAttentionForward, Forward,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>());
-
+                              ffi::Ffi::Bind().Arg<B>().Arg<B>().Arg<B>().Ret<B>().Ret<B>());
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RegmixAttentionBackward, Backward,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>());
+                              ffi::Ffi::Bind().Arg<B>().Arg<B>().Arg<B>().Arg<B>().Arg<B>().Arg<B>().Ret<B>());
