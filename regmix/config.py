@@ -10,6 +10,7 @@ Defaults live in the dataclass, nowhere else.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -22,6 +23,26 @@ from regmix.errors import RegmixError
 T = TypeVar("T")
 
 
+class Loader(yaml.SafeLoader):
+    """`yaml.safe_load` that reads `25.0e9`, `19e9` and `1.2E+10` as numbers, as YAML 1.2 and JSON do.
+
+    PyYAML keeps YAML 1.1's float rule, which needs a dot and a signed exponent, so it reads
+    `25.0e9` as the string '25.0e9'.
+    """
+
+
+Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def parse_yaml(text: str):
+    """YAML (or JSON) text to data, with the numbers people write (see `Loader`)."""
+    return yaml.load(text, Loader=Loader)
+
+
 def load_yaml(path: str | Path) -> dict:
     """Read a YAML mapping; a missing, unreadable or non-mapping file is a RegmixError."""
     path = Path(path)
@@ -32,7 +53,7 @@ def load_yaml(path: str | Path) -> dict:
     except (OSError, UnicodeDecodeError) as err:
         raise RegmixError(f"{path}: cannot read: {err}") from None
     try:
-        data = yaml.safe_load(text)
+        data = parse_yaml(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""

@@ -51,3 +51,29 @@ def test_load_config_reports_yaml_errors(tmp_path):
         load_config(Outer, bad)
     with pytest.raises(RegmixError, match="file not found"):
         load_config(Outer, tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize("text,value", [("25.0e9", 25e9), ("19e9", 19e9), ("1.2E+10", 1.2e10), ("-3.5e-2", -0.035),
+                                        (".5e3", 500.0), ("1_000", 1000), ("0.25", 0.25)])
+def test_numbers_people_write_are_numbers(text, value):
+    from regmix.config import parse_yaml
+
+    assert parse_yaml(f"x: {text}")["x"] == value
+    if "_" not in text and not text.startswith("."):  # also a JSON number
+        assert parse_yaml(f'{{"x": {text}}}')["x"] == value
+
+
+def test_exponent_numbers_in_space_and_token_files(tmp_path):
+    from regmix.export import read_token_counts
+    from regmix.space import load_space
+
+    space = tmp_path / "space.yaml"
+    space.write_text("max_epochs: 4\ntoken_budget: 25.0e9\ntokens: {a: 1.2e9, b: 60.0e9}\nbounds: {a: [0.0, 0.2]}\n")
+    s = load_space(space, ["a", "b"])
+    assert s.token_budget == 25e9 and list(s.tokens_K) == [1.2e9, 60e9]
+    tokens = tmp_path / "tokens.json"
+    tokens.write_text('{"arxiv": 19.0e9, "web": 1.2E+10}')
+    assert read_token_counts(tokens) == {"arxiv": 19e9, "web": 1.2e10}
+    tokens.write_text("arxiv: 19.0e9\nweb: nope\n")
+    with pytest.raises(RegmixError, match="web: expected a token count, got 'nope'"):
+        read_token_counts(tokens)
