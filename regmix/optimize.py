@@ -60,12 +60,14 @@ class OptimizeResult:
     seconds: float
     prior_K: np.ndarray
     kl_to_prior: float
+    columns: tuple[str, ...] = ()  # the sweep table's column per domain, for exports keyed by file names
 
     def to_json(self) -> dict:
         named = lambda v: {d: float(x) for d, x in zip(self.domains, v)}
         out = {
             "format": "regmix.mixture/1",
             "weights": named(self.weights_K),
+            "columns": dict(zip(self.domains, self.columns or self.domains)),
             "method": self.method,
             "targets": self.targets,
             "target_weights": self.target_weights,
@@ -163,6 +165,7 @@ def optimize(
         seconds=time.perf_counter() - start,
         prior_K=space.prior_K,
         kl_to_prior=float(kl_N(answer[None, :], space.prior_K)[0]),
+        columns=tuple(model.columns),
     )
 
 

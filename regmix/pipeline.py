@@ -272,25 +272,29 @@ def optimized_mixture(out: Path, name: str = "mixture") -> dict[str, float]:
     return json.loads((out / "optimize" / f"{name}.json").read_text())["weights"]
 
 
-EXTENSIONS = {"json": "json", "lit-gpt": "yaml", "megatron": "txt", "hf": "json", "olmo": "yaml", "mosaic": "yaml"}
-
-
 def export_path(out: Path, fmt: str) -> Path:
-    name = "mixture.json" if fmt == "json" else f"mixture.{fmt}.{EXTENSIONS.get(fmt, 'txt')}"
+    from regmix.export import get_format
+
+    name = "mixture.json" if fmt == "json" else f"mixture.{fmt}.{get_format(fmt).extension}"
     return out / "export" / name
 
 
 def stage_export(cfg: DemoConfig, out: Path) -> dict:
-    from regmix.export import FORMATS, check_round_trip, render
+    """Every format, sized for the demo's own final run: its tokens, batch and sequence length."""
+    from regmix.export import FORMATS, Budget, ExportOptions, Mixture, export
 
-    weights = optimized_mixture(out)
+    from regmix.export.inputs import read_token_counts
+
+    t = cfg.final.train
+    tokens = read_token_counts(store_dir(out))
+    opts = ExportOptions(budget=Budget(float(t.steps * t.batch * t.seq_len), tokens),
+                         global_batch_size=t.batch, sequence_length=t.seq_len, seed=cfg.final.seeds[0])
     files = {}
     for fmt in FORMATS:
-        text = render(weights, fmt)
-        check_round_trip(weights, fmt, text)
+        (file,) = export(Mixture(optimized_mixture(out)), fmt, opts)
         path = export_path(out, fmt)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+        path.write_text(file.text, encoding="utf-8")
         files[fmt] = str(path.relative_to(out))
     return {"files": files}
 

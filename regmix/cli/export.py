@@ -1,49 +1,91 @@
-"""`regmix export`: write a mixture in a trainer's format."""
+"""`regmix export`: write a mixture, or an end-of-training schedule, in a trainer's format."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 from regmix.cli import command_parser
-from regmix.export import FORMATS
+from regmix.errors import RegmixError
+from regmix.export import FORMATS, Budget, ExportOptions, Schedule, export, plan_table, read_mixture, read_token_counts
+from regmix.export.static import HF_STRATEGIES
 
 
 def register(sub) -> None:
     p = command_parser(
-        sub, "export", "Write a mixture for a trainer (lit-gpt, Megatron, HF datasets, OLMo, MosaicML).",
-        "regmix export mixture.json --format megatron --token-budget 25e9 --tokens store/meta.json --max-epochs 4",
+        sub, "export", "Write a mixture for a trainer (Megatron, OLMo-core, olmix, Levanter, nanotron, HF datasets, "
+        "MosaicML, RegMix's lit-gpt).",
+        "regmix export mixture.json --format olmo --token-budget 25e9 --tokens store --max-epochs 4 "
+        "--global-batch-size 512 --sequence-length 2048 --out olmo.yaml",
     )
-    p.add_argument("mixture", help="mixture.json from `regmix optimize`")
+    p.add_argument("mixture", help="mixture.json from `regmix optimize` (or a {domain: weight} JSON file)")
     p.add_argument("--format", default="json", choices=FORMATS)
-    p.add_argument("--out", help="file to write (default: standard output)")
+    p.add_argument("--out", help="file to write (default: standard output); phases go to OUT's name + .base/.late")
     p.add_argument("--path-template", help="data path per domain, e.g. '/data/{domain}_text_document'")
-    p.add_argument("--token-budget", type=float, help="tokens of the run, for tokens and epochs per domain")
-    p.add_argument("--tokens", help="tokens per domain: a token store (dir or meta.json) or a {domain: count} file")
-    p.add_argument("--max-epochs", type=float, help="warn where a domain would repeat more than this")
+    budget = p.add_argument_group("token budget (tokens and epochs per domain, repetition caps)")
+    budget.add_argument("--token-budget", type=float, help="tokens of the whole run")
+    budget.add_argument("--tokens", help="tokens per domain: a token store (folder or meta.json) or a {domain: count} file")
+    budget.add_argument("--max-epochs", type=float, help="repetition cap; warns where a domain would repeat more")
+    sched = p.add_argument_group("end-of-training schedule (levanter, nanotron and json natively; others one file per phase)")
+    sched.add_argument("--late", help="mixture.json for the last part of training")
+    sched.add_argument("--late-fraction", type=float, help="share of the steps trained on the late mixture (e.g. 0.2)")
+    sched.add_argument("--steps", type=int, help="total optimizer steps of the run")
+    fmt = p.add_argument_group("trainer fields")
+    fmt.add_argument("--global-batch-size", type=int, help="sequences per step (olmo: with --sequence-length; levanter)")
+    fmt.add_argument("--sequence-length", type=int, help="tokens per sequence (olmo)")
+    fmt.add_argument("--stopping-strategy", default="first_exhausted", choices=HF_STRATEGIES, help="hf")
+    fmt.add_argument("--seed", type=int, default=0, help="data-order seed where the trainer has one")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    import sys
-    from pathlib import Path
-
-    from regmix.errors import RegmixError
-    from regmix.export import Budget, check_round_trip, plan_table, read_mixture, read_token_counts, render
-
-    weights = read_mixture(args.mixture)
+    mix = read_mixture(args.mixture)
     budget = None
-    if args.token_budget is not None or args.tokens is not None:
-        if args.token_budget is None or args.tokens is None:
-            raise RegmixError("--token-budget and --tokens go together")
-        if args.token_budget <= 0:
-            raise RegmixError(f"--token-budget must be > 0, got {args.token_budget:g}")
-        budget = Budget(args.token_budget, read_token_counts(args.tokens), args.max_epochs)
-    text = render(weights, args.format, args.path_template, budget)
-    check_round_trip(weights, args.format, text)
+    if args.token_budget is not None:
+        tokens = read_token_counts(args.tokens) if args.tokens is not None else None
+        budget = Budget(args.token_budget, tokens, args.max_epochs)
+    elif args.tokens is not None or args.max_epochs is not None:
+        raise RegmixError("--tokens and --max-epochs need --token-budget")
+    schedule = None
+    given = [args.late is not None, args.late_fraction is not None, args.steps is not None]
+    if any(given):
+        if not all(given):
+            raise RegmixError("a schedule needs --late, --late-fraction and --steps together")
+        schedule = Schedule(read_mixture(args.late, "--late").weights, args.late_fraction, args.steps)
+    for flag in ("global_batch_size", "sequence_length"):
+        value = getattr(args, flag)
+        if value is not None and value <= 0:
+            raise RegmixError(f"--{flag.replace('_', '-')} must be > 0, got {value}")
+    opts = ExportOptions(path_template=args.path_template, budget=budget, schedule=schedule, seed=args.seed,
+                         stopping_strategy=args.stopping_strategy, global_batch_size=args.global_batch_size,
+                         sequence_length=args.sequence_length)
+    files = export(mix, args.format, opts)
+    report = sys.stdout
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text)
-        print(f"{args.format} mixture written to {args.out}")
+        out = Path(args.out)
+        if out.is_dir():
+            raise RegmixError(f"--out {out}: is a folder; give a file name")
+        for f in files:
+            write_text(f.path(out), f.text)
+            print(f"{args.format} {f.part + ' ' if f.part else ''}mixture written to {f.path(out)}")
+    elif len(files) > 1:
+        raise RegmixError(f"{args.format} takes one mixture, so the schedule is written as {len(files)} files "
+                          f"({', '.join(f.part for f in files)}): give --out FILE")
     else:
-        sys.stdout.write(text)
-    if budget is not None:
-        print(plan_table(weights, budget), file=sys.stderr if not args.out else sys.stdout)
+        sys.stdout.write(files[0].text)
+        report = sys.stderr
+    if schedule is not None:
+        print(f"late mixture from step {schedule.switch_step} of {schedule.total_steps} "
+              f"({schedule.fraction:g} of training)", file=report)
+    if budget is not None and budget.tokens is not None:
+        overall = schedule.overall(mix.weights) if schedule else mix.weights
+        print(plan_table(overall, budget), file=report)
     return 0
+
+
+def write_text(path: Path, text: str) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    except OSError as err:
+        raise RegmixError(f"--out {path}: cannot write: {err.strerror or err}") from None
