@@ -87,7 +87,7 @@ class Stream:
     choose: int | None = None
 
 
-# marin-levanter src/levanter/data/text.py
+# marin-levanter 0.2 src/levanter/data/text/datasets.py (draccus; LMMixtureDatasetConfig = LmDataConfig)
 @dataclass
 class UrlDatasetSourceConfig:
     train_urls: list[str] = field(default_factory=list)
@@ -97,9 +97,18 @@ class UrlDatasetSourceConfig:
 
 
 @dataclass
-class LMMixtureDatasetConfig:
-    configs: dict[str, UrlDatasetSourceConfig]
-    train_weights: Any  # Dict[str, float] | List[Tuple[int, Dict[str, float]]]
+class DatasetComponent:
+    source: UrlDatasetSourceConfig | None = None
+    cache_dir: str | None = None
+    pack: Any = None
+    tags: list[str] | None = None
+    split: str = "validation"
+
+
+@dataclass
+class LmDataConfig:
+    components: dict[str, DatasetComponent]
+    train_weights: Any  # dict[str, float] | list[tuple[int, dict[str, float]]] | None
     cache_dir: str | None = "cache/"
     tokenizer: str = "gpt2"
     stop_strategy: str = "restart"
@@ -108,12 +117,12 @@ class LMMixtureDatasetConfig:
     num_validation_sequences: dict[str, int] | None = None
 
 
-def levanter_checks(cfg: LMMixtureDatasetConfig, batch_size: int) -> list[tuple[int, dict[str, float]]]:
-    """LMMixtureDatasetConfig.__post_init__ and MixtureDataset.__init__ (data/mixture.py) rules."""
-    assert cfg.configs, "At least one dataset must be provided"
+def levanter_checks(cfg: LmDataConfig, batch_size: int) -> list[tuple[int, dict[str, float]]]:
+    """LmDataConfig.__post_init__ and MixtureDataset.__init__ (data/mixture.py) rules."""
+    assert cfg.components, "At least one dataset must be provided"
     stages = cfg.train_weights if isinstance(cfg.train_weights, list) else [[0, cfg.train_weights]]
     for step, weights in stages:
-        assert set(weights) <= set(cfg.configs), "Weight keys must be subset of config keys"
+        assert set(weights) <= set(cfg.components), "Weight keys must be subset of component keys"
         assert all(w >= 0 for w in weights.values()) and sum(weights.values()) > 0
     starts = [step * batch_size for step, _ in stages]
     assert starts[0] == 0 and all(a < b for a, b in zip(starts, starts[1:]))

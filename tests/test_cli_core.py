@@ -4,8 +4,10 @@ import sys
 
 import pandas as pd
 import pytest
+import yaml
 
 from regmix.cli import main
+from regmix.tables import embedded_tables
 from regmix.export import FORMATS, parse
 
 from helpers_tables import synthetic_sweep
@@ -72,6 +74,14 @@ def test_fit_on_embedded_table_scores_well(tmp_path, capsys):
     assert code == 0
     row = [l for l in out.splitlines() if l.startswith("metric/the_pile_pile_cc_val_loss")][0]
     assert float(row.split()[1]) > 0.97  # out-of-fold Spearman over 512 runs
+    # RegMix's trainer globs '<key>-*' over files named from the original columns (train_the_pile_arxiv-...)
+    assert main(["optimize", "--model", str(tmp_path / "m"), "--samples", "2000", "--top-k", "10",
+                 "--out", str(tmp_path / "mix.json"), "--no-progress"]) == 0
+    assert main(["export", str(tmp_path / "mix.json"), "--format", "lit-gpt", "--out", str(tmp_path / "r.yaml")]) == 0
+    config = yaml.safe_load((tmp_path / "r.yaml").read_text())
+    columns = pd.read_csv(embedded_tables()[0], nrows=0).columns[1:]
+    assert set(config["train"]) <= set(columns) and len(config["valid"]) == len(columns)
+    assert set(config["valid"]) == {c.replace("train_", "valid_", 1) for c in columns}
 
 
 def test_space_file_and_bad_space(fitted, capsys, tmp_path):

@@ -77,7 +77,7 @@ def test_olmix_megatron_mosaic_levanter_nanotron_schemas():
     assert cs.strict(cs.Stream, streams["code"]) == cs.Stream(local="/data/code", proportion=0.3)
     opts = ExportOptions(schedule=Schedule(LATE, 0.2, 1000), global_batch_size=256)
     (lev,) = export(Mixture(WEIGHTS), "levanter", opts)
-    stages = cs.levanter_checks(cs.strict(cs.LMMixtureDatasetConfig, yaml.safe_load(lev.text)["data"]), 256)
+    stages = cs.levanter_checks(cs.strict(cs.LmDataConfig, yaml.safe_load(lev.text)["data"]), 256)
     assert [s for s, _ in stages] == [0, 800] and stages[1][1] == LATE
     (nano,) = export(Mixture(WEIGHTS), "nanotron", opts)
     runs = [cs.strict(cs.DatasetStageArgs, s) for s in yaml.safe_load(nano.text)["data_stages"]]
@@ -90,7 +90,7 @@ def test_levanter_stage_moves_to_a_mixture_block():
     opts = ExportOptions(schedule=Schedule(LATE, 0.2, 1000), global_batch_size=100)  # a stage every 512 steps
     with pytest.warns(UserWarning, match="starts at step 512, not 800"):
         (lev,) = export(Mixture(WEIGHTS), "levanter", opts)
-    cs.levanter_checks(cs.strict(cs.LMMixtureDatasetConfig, yaml.safe_load(lev.text)["data"]), 100)
+    cs.levanter_checks(cs.strict(cs.LmDataConfig, yaml.safe_load(lev.text)["data"]), 100)
     with pytest.raises(RegmixError, match="no stage boundary"):
         export(Mixture(WEIGHTS), "levanter", ExportOptions(schedule=Schedule(LATE, 0.2, 300), global_batch_size=100))
 

@@ -43,7 +43,7 @@ def parse_json(text: str) -> list[tuple[int, dict[str, float]]]:
     return [(0, {d: float(w) for d, w in data["weights"].items()})]
 
 
-# -- Levanter: LMMixtureDatasetConfig (src/levanter/data/text.py; marin-levanter on PyPI) --------------------
+# -- Levanter: LmDataConfig, alias LMMixtureDatasetConfig (marin-levanter, src/levanter/data/text/datasets.py) --
 def levanter_step(step: int, batch: int, total: int) -> int:
     """The nearest step at which a Levanter stage may start: MixtureDataset asserts that each later
     stage starts on a block boundary (step * batch % mixture_block_size == 0)."""
@@ -57,11 +57,12 @@ def levanter_step(step: int, batch: int, total: int) -> int:
 
 
 def render_levanter(phases: list[Phase], paths: dict[str, str], mix: Mixture, opts: ExportOptions) -> str:
-    # configs: Dict[str, UrlDatasetSourceConfig(train_urls, validation_urls)]; train_weights: a dict, or a list
-    # of (step, {name: weight}) whose keys must be config names; steps are training steps (rescaled by the batch
-    # schedule), the first 0, the rest strictly increasing and on mixture blocks; weights need not sum to 1.
+    # components: dict[str, DatasetComponent(source=UrlDatasetSourceConfig(train_urls, validation_urls))];
+    # train_weights: a dict, or a list of (step, {name: weight}) whose keys must be component names; steps are
+    # training steps (rescaled by the batch schedule), the first 0, the rest increasing and on mixture blocks.
+    # (stanford-crfm/levanter before the move to marin-levanter named the mapping `configs`, without `source:`.)
     used = [d for d in phases[0].weights if any(p.weights.get(d, 0) > 0 for p in phases)]
-    configs = {d: {"train_urls": [paths[d]]} for d in used}
+    components = {d: {"source": {"train_urls": [paths[d]]}} for d in used}
     if len(phases) == 1:
         weights = nonzero(phases[0].weights)
     else:
@@ -73,10 +74,10 @@ def render_levanter(phases: list[Phase], paths: dict[str, str], mix: Mixture, op
                 warnings.warn(f"export levanter: late phase starts at step {step}, not {p.start_step}: Levanter's "
                               f"mixture blocks of {LEVANTER_BLOCK} sequences at {batch} sequences per step")
             weights.append([step, {d: p.weights.get(d, 0.0) for d in used}])
-    data = {"configs": configs, "train_weights": weights, "mixture_block_size": LEVANTER_BLOCK}
+    data = {"components": components, "train_weights": weights, "mixture_block_size": LEVANTER_BLOCK}
     note = "" if len(phases) == 1 or opts.global_batch_size else f"\nstage steps assume trainer.train_batch_size {LEVANTER_BATCH}"
-    return dump_yaml({"data": data}, "Levanter TrainLmConfig.data: LMMixtureDatasetConfig (marin-levanter; "
-                                     "scheduled train_weights since levanter #868)" + note,
+    return dump_yaml({"data": data}, "Levanter TrainLmConfig.data: LmDataConfig (marin-levanter 0.2; older "
+                                     "stanford-crfm/levanter: `configs:` without `source:`)" + note,
                      flow_leaves=True)
 
 
