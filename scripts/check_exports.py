@@ -1,6 +1,6 @@
 """Check every `regmix export` format against its real consumer library (maintainers; needs PyPI).
 
-    python scripts/check_exports.py                       # builds .venv-consumers and .venv-levanter once
+    python scripts/check_exports.py      # with regmix's dev venv; builds .venv-consumers and .venv-levanter once
     python scripts/check_exports.py --venv DIR --levanter-venv DIR2 --skip-install
 
 Exports a 4-domain mixture (one zero weight) and a late-phase schedule with `regmix export`, exactly
@@ -22,11 +22,12 @@ from pathlib import Path
 from regmix.cli import main as regmix
 
 HERE = Path(__file__).resolve().parent
-# Versions as checked; ai2-olmo-core 3.0.0 needs torch < 2.14, streaming imports transformers.
-TORCH_SIDE = ["torch==2.13.0", "ai2-olmo-core==3.0.0", "megatron-core==0.16.1", "mosaicml-streaming==0.13.0",
-              "datasets==5.2.0", "transformers==5.24.0", "dacite"]
+# Versions as checked; ai2-olmo-core 3.0.0 needs torch < 2.14. HF datasets runs in regmix's own venv (the dev
+# extra has it): streaming 0.13 wants transformers < 5, which refuses the huggingface-hub datasets 5 needs.
+TORCH_SIDE = ["torch==2.13.0", "torchvision==0.28.0", "ai2-olmo-core==3.0.0", "megatron-core==0.16.1",
+              "mosaicml-streaming==0.13.0", "dacite"]
 LEVANTER_SIDE = ["marin-levanter", "gitpython"]  # levanter imports git without declaring it
-CONSUMER = {"hf": "torch", "megatron": "torch", "mosaic": "torch", "olmo": "torch", "nanotron": "torch",
+CONSUMER = {"hf": "regmix", "megatron": "torch", "mosaic": "torch", "olmo": "torch", "nanotron": "torch",
             "olmix": "torch", "levanter": "levanter"}
 BASE = {"web": 0.55, "code": 0.3, "books": 0.15, "math": 0.0}
 LATE = {"web": 0.4, "code": 0.3, "books": 0.1, "math": 0.2}
@@ -34,12 +35,12 @@ AVAILABLE = {d: 400_000 for d in BASE}
 STEPS, FRACTION, BATCH, SEQ, BUDGET = 1000, 0.2, 16, 256, 1_000_000
 
 
-def ensure_venv(path: Path, packages: list[str], skip: bool) -> Path:
+def ensure_venv(path: Path, packages: list[str], skip: bool, pip_args: list[str]) -> Path:
     python = path / "bin" / "python"
     if skip or python.exists():
         return python
     subprocess.run([sys.executable, "-m", "venv", str(path)], check=True)
-    subprocess.run([str(python), "-m", "pip", "install", "-q", *packages], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", *pip_args, *packages], check=True)
     return python
 
 
@@ -98,9 +99,12 @@ def main() -> int:
     ap.add_argument("--levanter-venv", type=Path, default=Path(".venv-levanter"))
     ap.add_argument("--skip-install", action="store_true", help="use the venvs as they are")
     ap.add_argument("--json", type=Path, help="also write the rows as JSON here")
+    ap.add_argument("--pip-arg", action="append", default=[],
+                    help="extra pip install argument, e.g. --pip-arg=--isolated where a pip config's local CPU torch "
+                         "wheel would pair with PyPI's torchvision ('operator torchvision::nms does not exist')")
     args = ap.parse_args()
-    pythons = {"torch": ensure_venv(args.venv, TORCH_SIDE, args.skip_install),
-               "levanter": ensure_venv(args.levanter_venv, LEVANTER_SIDE, args.skip_install)}
+    pythons = {"regmix": Path(sys.executable), "torch": ensure_venv(args.venv, TORCH_SIDE, args.skip_install, args.pip_arg),
+               "levanter": ensure_venv(args.levanter_venv, LEVANTER_SIDE, args.skip_install, args.pip_arg)}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

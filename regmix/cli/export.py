@@ -75,8 +75,9 @@ def run(args) -> int:
         sys.stdout.write(files[0].text)
         report = sys.stderr
     if schedule is not None:
+        how = "in the file" if len(files) == 1 else f"{args.format} takes one mixture, so switch to the .late file"
         print(f"late mixture from step {schedule.switch_step} of {schedule.total_steps} "
-              f"({schedule.fraction:g} of training)", file=report)
+              f"({schedule.fraction:g} of training; {how})", file=report)
     if budget is not None and budget.tokens is not None:
         overall = schedule.overall(mix.weights) if schedule else mix.weights
         print(plan_table(overall, budget), file=report)
