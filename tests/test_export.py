@@ -186,3 +186,12 @@ def test_read_mixture_rejects_bad_files(tmp_path):
         read_mixture(p)
     p.write_text(json.dumps({"weights": {"a": 0.5, "b": 0.5}, "columns": {"a": "train_x_a"}}))
     assert read_mixture(p).column("a") == "train_x_a" and read_mixture(p).column("b") == "b"
+
+
+def test_numpy_weights_from_a_notebook_export_as_plain_numbers():
+    weights = {d: np.float64(w) for d, w in WEIGHTS.items()}
+    for fmt in FORMATS:
+        (file,) = export(Mixture(weights), fmt, FULL)
+        assert "numpy" not in file.text and "!!" not in file.text
+    with pytest.raises(RegmixError, match="weights.web: expected a non-negative number"):
+        Mixture({"web": np.nan, "code": 1.0})

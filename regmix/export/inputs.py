@@ -18,6 +18,9 @@ class Mixture:
     weights: dict[str, float]
     columns: dict[str, str] = field(default_factory=dict)  # domain -> raw column (e.g. train_the_pile_arxiv)
 
+    def __post_init__(self):  # numpy scalars from a notebook become floats; the weights are checked once
+        object.__setattr__(self, "weights", checked_weights(self.weights, "mixture"))
+
     def column(self, domain: str) -> str:
         return self.columns.get(domain, domain)
 
@@ -31,6 +34,7 @@ class Schedule:
     total_steps: int
 
     def __post_init__(self):
+        object.__setattr__(self, "late", checked_weights(self.late, "late mixture"))
         if not 0 < self.fraction < 1:
             raise RegmixError(f"--late-fraction must be in (0, 1), got {self.fraction:g}")
         if self.total_steps < 2:
@@ -95,22 +99,32 @@ def read_mixture(path: str | Path, flag: str = "mixture") -> Mixture:
     except json.JSONDecodeError as err:
         raise RegmixError(f"{flag} {path}: not valid JSON ({err})") from None
     weights = data.get("weights", data) if isinstance(data, dict) else None
-    if not isinstance(weights, dict) or not weights:
-        raise RegmixError(f"{path}: expected a 'weights' mapping of domain to weight")
-    out = {}
-    for d, w in weights.items():
-        if not isinstance(d, str) or not d.strip():
-            raise RegmixError(f"{path}: weights: domain names must be non-empty strings, got {d!r}")
-        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
-            raise RegmixError(f"{path}: weights.{d}: expected a non-negative number, got {w!r}")
-        out[d] = float(w)
-    total = sum(out.values())
-    if abs(total - 1.0) > 1e-2:
-        raise RegmixError(f"{path}: weights sum to {total:.6g}, not 1")
     columns = data.get("columns", {}) if isinstance(data, dict) and "weights" in data else {}
     if not isinstance(columns, dict) or not all(isinstance(c, str) and c for c in columns.values()):
         raise RegmixError(f"{path}: columns: expected a mapping of domain to column name")
-    return Mixture({d: w / total for d, w in out.items()}, {d: c for d, c in columns.items() if d in out})
+    weights = checked_weights(weights, str(path))
+    return Mixture(weights, {d: c for d, c in columns.items() if d in weights})
+
+
+def checked_weights(weights, where: str) -> dict[str, float]:
+    """{domain: weight} with non-negative finite weights summing to 1 within 1e-2, renormalised."""
+    if not isinstance(weights, dict) or not weights:
+        raise RegmixError(f"{where}: expected a 'weights' mapping of domain to weight")
+    out = {}
+    for d, w in weights.items():
+        if not isinstance(d, str) or not d.strip():
+            raise RegmixError(f"{where}: weights: domain names must be non-empty strings, got {d!r}")
+        try:
+            value = float(w) if not isinstance(w, (bool, str)) else math.nan
+        except (TypeError, ValueError):
+            value = math.nan
+        if not math.isfinite(value) or value < 0:
+            raise RegmixError(f"{where}: weights.{d}: expected a non-negative number, got {w!r}")
+        out[d] = value
+    total = sum(out.values())
+    if abs(total - 1.0) > 1e-2:
+        raise RegmixError(f"{where}: weights sum to {total:.6g}, not 1")
+    return {d: w / total for d, w in out.items()}
 
 
 def read_token_counts(path: str | Path) -> dict[str, float]:
