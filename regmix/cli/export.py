@@ -7,7 +7,8 @@ from pathlib import Path
 
 from regmix.cli import command_parser
 from regmix.errors import RegmixError
-from regmix.export import FORMATS, Budget, ExportOptions, Schedule, export, plan_table, read_mixture, read_token_counts
+from regmix.export import (FORMATS, Budget, ExportOptions, Schedule, export, parse, plan_table, read_mixture,
+                           read_token_counts)
 from regmix.export.static import HF_STRATEGIES
 
 
@@ -76,8 +77,9 @@ def run(args) -> int:
         report = sys.stderr
     if schedule is not None:
         how = "in the file" if len(files) == 1 else f"{args.format} takes one mixture, so switch to the .late file"
-        print(f"late mixture from step {schedule.switch_step} of {schedule.total_steps} "
-              f"({schedule.fraction:g} of training; {how})", file=report)
+        step = parse(files[0].text, args.format)[-1][0] if len(files) == 1 else schedule.switch_step
+        print(f"late mixture from step {step} of {schedule.total_steps} "
+              f"({(schedule.total_steps - step) / schedule.total_steps:.3g} of training; {how})", file=report)
     if budget is not None and budget.tokens is not None:
         overall = schedule.overall(mix.weights) if schedule else mix.weights
         print(plan_table(overall, budget), file=report)
