@@ -12,7 +12,6 @@ repetition caps (checked, projected if rounding pushed it out).
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from typing import Literal
@@ -21,6 +20,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from regmix.errors import RegmixError
+from regmix.files import usable_cores
 from regmix.regress.fit import FittedModel
 from regmix.sample import sample_mixtures
 from regmix.space import MixtureSpace
@@ -124,7 +124,7 @@ def optimize(
     objective = Objective(model, weights_T, space.prior_K, config.kl_strength)
     rng = np.random.default_rng(config.seed)
 
-    candidates = sample_mixtures(space, config.samples, rng, config.sampler, threads=_cores())
+    candidates = sample_mixtures(space, config.samples, rng, config.sampler, threads=usable_cores())
     scores = np.empty(len(candidates))
     with tqdm(total=len(candidates), desc="score candidates", unit="mix", unit_scale=True, disable=not progress, leave=False) as bar:
         for lo in range(0, len(candidates), CHUNK):
@@ -199,10 +199,6 @@ def _feasible(space: MixtureSpace, w_K: np.ndarray) -> np.ndarray:
     if not space.feasible_N(w_K[None, :], tol=1e-6)[0]:
         raise RegmixError("optimizer could not find a mixture inside the bounds and caps")
     return w_K
-
-
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _target_weights(model: FittedModel, weights) -> np.ndarray:

@@ -10,21 +10,14 @@ LightGBM's predict. Predictions equal LightGBM's to rounding (the tests check it
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import os
-import shutil
-import subprocess
-import tempfile
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-
-def cache_dir() -> Path:
-    root = os.environ.get("REGMIX_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"), "regmix")
-    return Path(root) / "compiled"
+from regmix import cbuild
+from regmix.files import usable_cores
 
 
 def c_source(boosters) -> str:
@@ -73,32 +66,9 @@ def _emit(node: dict, lines: list[str], depth: int) -> None:
     lines.append(f"{pad}}}")
 
 
-def _compiler() -> str | None:
-    for name in (os.environ.get("CC"), "cc", "gcc", "clang"):
-        if name and shutil.which(name):
-            return name
-    return None
-
-
 def compile_library(source: str) -> Path | None:
-    digest = hashlib.sha256(source.encode()).hexdigest()[:24]
-    target = cache_dir() / f"trees-{digest}.so"
-    if target.exists():
-        return target
-    cc = _compiler()
-    if cc is None:
-        return None
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        src = Path(tmp) / "trees.c"
-        src.write_text(source)
-        out = Path(tmp) / "trees.so"
-        proc = subprocess.run([cc, "-O1", "-shared", "-fPIC", "-o", str(out), str(src), "-lm"], capture_output=True, text=True)
-        if proc.returncode != 0:
-            warnings.warn(f"compiling trees failed, using LightGBM predict: {proc.stderr.strip().splitlines()[:1]}")
-            return None
-        os.replace(out, target)
-    return target
+    return cbuild.build("trees", "c", {"trees.c": source}, ["-O1", "-shared", "-fPIC"], libs=("-lm",),
+                        what="trees (using LightGBM predict)")
 
 
 class CompiledTrees:
@@ -108,7 +78,7 @@ class CompiledTrees:
             ctypes.POINTER(ctypes.c_double), ctypes.c_long, ctypes.c_long, ctypes.POINTER(ctypes.c_double)
         ]
         self.lib.predict.restype = None
-        self.threads = threads or max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+        self.threads = threads or usable_cores()
 
     def _run(self, x_NxK: np.ndarray, out_N: np.ndarray) -> None:
         self.lib.predict(
@@ -132,8 +102,6 @@ class CompiledTrees:
 
 def compiled_predictor(boosters):
     """A callable `x_NxK -> y_N` running the compiled trees, or False when no compiler is at hand."""
-    if os.environ.get("REGMIX_NO_COMPILE"):
-        return False
     try:
         library = compile_library(c_source(boosters))
     except (OSError, ValueError) as err:

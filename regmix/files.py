@@ -1,0 +1,68 @@
+"""File plumbing every stage shares: atomic writes, JSON without NaN, the folder lock, core counts.
+
+A reader never sees a half-written file: text goes to a temporary file in the same folder, which is
+then renamed over the target (`os.replace` is atomic on POSIX). The lock is an `flock` on
+`<folder>/.lock`, released by the kernel when its process dies, so a killed run never leaves a
+stale lock behind.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import math
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from regmix.errors import RegmixError
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write `text` to `path` so that readers see the old file or the whole new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def json_safe(data: Any) -> Any:
+    """The same data with every non-finite float replaced by None (JSON has no NaN)."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: json_safe(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [json_safe(v) for v in data]
+    return data
+
+
+def atomic_write_json(path: str | Path, data: Any, indent: int | None = 1) -> None:
+    """JSON, NaN and infinities written as null, atomically."""
+    atomic_write_text(path, json.dumps(json_safe(data), indent=indent, allow_nan=False) + "\n")
+
+
+@contextmanager
+def locked(folder: str | Path, what: str = "run"):
+    """Exclusive lock on an output folder; a second process gets a one-line RegmixError."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RegmixError(f"{folder}: another {what} is running in this folder") from None
+        yield
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its affinity mask, which containers and `taskset` narrow)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
