@@ -66,9 +66,48 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
-def load_config(cls: type[T], path: str | Path, overrides: dict | None = None) -> T:
-    """Load YAML at `path` into dataclass `cls`, with optional dotted-key overrides applied first."""
+PRESETS = Path(__file__).parent / "configs"
+
+
+def preset_path(name: str | Path) -> Path:
+    """A config file: a path that exists, or the name of a preset shipped in regmix/configs (`demo`)."""
+    path = Path(name)
+    if path.exists():
+        return path
+    shipped = PRESETS / (path.name if path.suffix == ".yaml" else f"{path.name}.yaml")
+    if path.parent == Path(".") and shipped.exists():
+        return shipped
+    known = ", ".join(sorted(p.stem for p in PRESETS.glob("*.yaml")))
+    raise RegmixError(f"{name}: no such config file or preset (presets: {known})")
+
+
+def load_tree(path: str | Path, _seen: tuple = ()) -> dict:
+    """A YAML mapping; `extends: OTHER.yaml` (next to it, or a preset) is loaded first and deep-merged under it."""
+    path = Path(path)
     data = load_yaml(path)
+    base = data.pop("extends", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise RegmixError(f"{path}: extends: expected a file name, got {_show(base)}")
+    parent = path.parent / base if (path.parent / base).exists() else preset_path(base)
+    if parent.resolve() in _seen:
+        raise RegmixError(f"{path}: extends: '{base}' extends itself")
+    return deep_merge(load_tree(parent, (*_seen, path.resolve())), data)
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    """`over` on top of `base`: mappings merge key by key, anything else replaces."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def load_config(cls: type[T], path: str | Path, overrides: dict | None = None) -> T:
+    """Load YAML at `path` (a file or a preset name) into dataclass `cls`, dotted-key overrides applied first."""
+    path = preset_path(path)
+    data = load_tree(path)
     for key, value in (overrides or {}).items():
         set_dotted(data, key, value)
     return from_dict(cls, data, where=str(path))

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from regmix.errors import RegmixError
 from regmix.files import usable_cores
 from regmix.regress.fit import FittedModel
-from regmix.sample import sample_mixtures
+from regmix.sample import Method, sample_mixtures
 from regmix.space import MixtureSpace
 
 CHUNK = 200_000
@@ -34,7 +34,7 @@ class OptimizeConfig:
     samples: int = 1_000_000
     top_k: int = 100
     method: Literal["topk", "refine"] = "topk"
-    sampler: Literal["regmix", "uniform", "sobol"] = "regmix"
+    sampler: Method = "regmix"
     refine_rounds: int = 6
     refine_samples: int = 20_000
     refine_concentration: float = 100.0

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -22,7 +22,7 @@ from regmix.space import MixtureSpace
 
 Method = Literal["regmix", "uniform", "sobol"]
 STREAMS = 4
-METHODS = ("regmix", "uniform", "sobol")
+METHODS = get_args(Method)  # the sampler names, here alone
 
 
 @dataclass(frozen=True)

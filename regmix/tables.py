@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 import warnings
 from dataclasses import dataclass
 from importlib import resources
@@ -20,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from regmix.errors import RegmixError
+from regmix.files import replacing
 
 ID_COLUMNS = ("run", "run_id")
 METADATA_COLUMNS = {"index", "name", "run_name", "label", "group", "seed", "step", "status", "wandb_id", "path"}
@@ -256,18 +256,11 @@ def load_sweep(
 def write_table(frame: pd.DataFrame, path: str | Path) -> None:
     """Write CSV or parquet atomically (temp file in the same folder, then rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with replacing(path) as tmp:
         if path.suffix.lower() in (".parquet", ".pq"):
             frame.to_parquet(tmp, index=False)
         else:
             frame.to_csv(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _few(values, k: int = 5) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from regmix.cli import command_parser
+from regmix.cli import command_parser, require_jax_side
 
 
 def register(sub) -> None:
@@ -27,6 +27,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    require_jax_side("bench")
     from proxies.bench import run_bench
     from proxies.config import preset
     from regmix.errors import RegmixError

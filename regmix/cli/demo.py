@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from regmix.cli import command_parser
+from regmix.cli import command_parser, require_jax_side
 
-DEFAULT_CONFIG = "configs/demo.yaml"
-QUICK_CONFIG = "configs/demo-quick.yaml"
+DEFAULT_CONFIG = "demo"  # presets shipped in regmix/configs
+QUICK_CONFIG = "demo-quick"
 
 
 def register(sub) -> None:
@@ -13,7 +13,7 @@ def register(sub) -> None:
         sub, "demo", "Run the whole method on the embedded corpus: sweep, fit, optimize, export, final runs, report.",
         "regmix demo --out runs/demo && xdg-open runs/demo/report.html",
     )
-    p.add_argument("--config", help=f"demo YAML (default: {DEFAULT_CONFIG}; with --quick: {QUICK_CONFIG})")
+    p.add_argument("--config", help=f"pipeline YAML or preset (default: {DEFAULT_CONFIG}; with --quick: {QUICK_CONFIG})")
     p.add_argument("--quick", action="store_true", help="a small preset that runs in about a minute (tests)")
     p.add_argument("--seeds", type=int, nargs="+", help="seeds of the final runs (overrides final.seeds)")
     p.add_argument("--out", required=True, help="output folder; re-running the same command resumes")
@@ -21,20 +21,11 @@ def register(sub) -> None:
 
 
 def config_path(args) -> str:
-    from pathlib import Path
-
-    from regmix.errors import RegmixError
-
-    if args.config:
-        return args.config
-    name = QUICK_CONFIG if args.quick else DEFAULT_CONFIG
-    for base in (Path.cwd(), Path(__file__).resolve().parents[2]):
-        if (base / name).exists():
-            return str(base / name)
-    raise RegmixError(f"{name}: not found (give --config)")
+    return args.config or (QUICK_CONFIG if args.quick else DEFAULT_CONFIG)
 
 
 def run(args) -> int:
+    require_jax_side("demo")
     import json
 
     from regmix.pipeline import load_demo_config, run_demo

@@ -10,6 +10,7 @@ from regmix.errors import RegmixError
 from regmix.export import (FORMATS, Budget, ExportOptions, Schedule, export, parse, plan_table, read_mixture,
                            read_token_counts)
 from regmix.export.static import HF_STRATEGIES
+from regmix.files import atomic_write_text
 
 
 def register(sub) -> None:
@@ -88,7 +89,6 @@ def run(args) -> int:
 
 def write_text(path: Path, text: str) -> None:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
+        atomic_write_text(path, text)
     except OSError as err:
         raise RegmixError(f"--out {path}: cannot write: {err.strerror or err}") from None

@@ -5,8 +5,10 @@ from __future__ import annotations
 import sys
 
 from regmix.cli import command_parser
+from regmix.regress.fit import FitConfig, fit_sweep, save_fit
 from regmix.regress.kinds import MODEL_KINDS
-from regmix.tables import EMBEDDED_TARGET
+from regmix.report_text import cv_table
+from regmix.tables import EMBEDDED_TARGET, load_sweep
 
 
 def register(sub) -> None:
@@ -18,9 +20,9 @@ def register(sub) -> None:
     p.add_argument("--metrics", help="metrics table (CSV/parquet: run id, then metric columns)")
     p.add_argument("--target", action="append", help="metric column, or an unambiguous part of its name; "
                    f"repeat for several (default: {EMBEDDED_TARGET} on the embedded table)")
-    p.add_argument("--model", default="lightgbm", choices=MODEL_KINDS)
-    p.add_argument("--folds", type=int, default=5)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model", default=FitConfig.kind, choices=MODEL_KINDS)
+    p.add_argument("--folds", type=int, default=FitConfig.folds)
+    p.add_argument("--seed", type=int, default=FitConfig.seed)
     p.add_argument("--renormalize", action="store_true", help="rescale rows whose weights do not sum to 1")
     p.add_argument("--out", required=True, help="directory for model.json, tree files and cv_predictions.csv")
     p.add_argument("--no-progress", action="store_true")
@@ -28,10 +30,6 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from regmix.regress.fit import fit_sweep, save_fit
-    from regmix.report_text import cv_table
-    from regmix.tables import load_sweep
-
     targets = args.target or ([EMBEDDED_TARGET] if args.mixtures is None else None)
     if not targets:
         from regmix.errors import RegmixError

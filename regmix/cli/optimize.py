@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from regmix.cli import command_parser
+from regmix.files import atomic_write_text
+from regmix.optimize import OptimizeConfig, optimize
+from regmix.regress.fit import FittedModel
+from regmix.report_text import weights_table
+from regmix.sample import METHODS
+from regmix.space import load_space
 
 
 def register(sub) -> None:
@@ -12,29 +21,21 @@ def register(sub) -> None:
     )
     p.add_argument("--model", required=True, help="directory written by `regmix fit`")
     p.add_argument("--space", help="YAML: prior, bounds {domain: [lo, hi]}, max_epochs, token_budget, tokens")
-    p.add_argument("--samples", type=int, default=1_000_000, help="simulated candidate mixtures to score")
-    p.add_argument("--top-k", type=int, default=100, help="average the k best candidates (RegMix)")
-    p.add_argument("--method", choices=["topk", "refine"], default="topk",
+    p.add_argument("--samples", type=int, default=OptimizeConfig.samples, help="simulated candidate mixtures to score")
+    p.add_argument("--top-k", type=int, default=OptimizeConfig.top_k, help="average the k best candidates (RegMix)")
+    p.add_argument("--method", choices=["topk", "refine"], default=OptimizeConfig.method,
                    help="topk: mean of the k best; refine: then resample around it for several rounds")
-    p.add_argument("--sampler", choices=["regmix", "uniform", "sobol"], default="regmix")
+    p.add_argument("--sampler", choices=METHODS, default=OptimizeConfig.sampler)
     p.add_argument("--kl", type=float, default=0.0, dest="kl_strength",
                    help="penalty strength on KL(mixture || prior): keeps the answer near the runs")
     p.add_argument("--target-weights", type=float, nargs="+", help="one weight per target of the model")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=OptimizeConfig.seed)
     p.add_argument("--out", required=True, help="mixture.json")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    import json
-    from pathlib import Path
-
-    from regmix.optimize import OptimizeConfig, optimize
-    from regmix.regress.fit import FittedModel
-    from regmix.report_text import weights_table
-    from regmix.space import load_space
-
     model = FittedModel.load(args.model)
     space = load_space(args.space, list(model.domains), model.prior_K) if args.space else None
     config = OptimizeConfig(
@@ -49,7 +50,7 @@ def run(args) -> int:
         data["space"] = str(args.space)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(data, indent=2) + "\n")
+    atomic_write_text(out, json.dumps(data, indent=2) + "\n")
     print(weights_table(data["weights"], data["prior"]))
     for t in result.targets:
         u = data["uncertainty"][t]

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import pandas as pd
+
 from regmix.cli import command_parser
+from regmix.regress.fit import FittedModel, align_columns
+from regmix.tables import load_mixtures, write_table
 
 
 def register(sub) -> None:
@@ -18,11 +22,6 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    import pandas as pd
-
-    from regmix.regress.fit import FittedModel, align_columns
-    from regmix.tables import load_mixtures, write_table
-
     model = FittedModel.load(args.model)
     table = load_mixtures(args.mixtures, renormalize=args.renormalize)
     w = align_columns(model, table)

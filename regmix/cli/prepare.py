@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from regmix.cli import command_parser
+from regmix.corpus.prepare import prepare
 
 
 def register(sub) -> None:
@@ -28,8 +29,6 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from regmix.corpus.prepare import prepare
-
     meta = prepare(args.corpus, args.out, tokenizer=args.tokenizer, valid_fraction=args.valid_fraction,
                    text_field=args.text_field, seq_len=args.seq_len,
                    bpe_sample_bytes=int(args.bpe_sample_mb * 1e6), progress=not args.no_progress)

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from regmix.cli import command_parser
+from regmix.cli import command_parser, require_jax_side
 
 
 def register(sub) -> None:
     p = command_parser(
         sub, "run", "Run one stage of the pipeline (prepare, sample, sweep, fit, optimize, export, final, report).",
-        "regmix run --config configs/demo.yaml --stage sweep --out runs/demo",
+        "regmix run --config demo --stage sweep --out runs/demo",
     )
-    p.add_argument("--config", required=True, help="demo YAML (see configs/demo.yaml)")
+    p.add_argument("--config", required=True, help="pipeline YAML, or a preset name (demo, demo-quick)")
     p.add_argument("--stage", required=True, help="stage name; the earlier stages must be done in --out")
     p.add_argument("--seeds", type=int, nargs="+", help="seeds of the final runs (overrides final.seeds)")
     p.add_argument("--force", action="store_true", help="run the stage again even if it is done")
@@ -19,6 +19,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    require_jax_side("run")
     from regmix.errors import RegmixError
     from regmix.pipeline import STAGES, load_demo_config, run_stage
 

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from regmix.cli import command_parser
+import dataclasses
+import sys
+from pathlib import Path
+
+from regmix.cli import command_parser, require_jax_side
 
 
 def register(sub) -> None:
     p = command_parser(sub, "sweep", help="Sample mixtures, train a tiny proxy LM on each, write the tables `regmix fit` reads.",
-                       example="regmix sweep --config configs/quick.yaml --out runs/quick")
-    p.add_argument("--config", required=True, help="sweep YAML (see configs/quick.yaml)")
+                       example="regmix sweep --config quick --out runs/quick")
+    p.add_argument("--config", required=True, help="sweep YAML, or a preset name (quick, pile-1m)")
     p.add_argument("--out", required=True, help="output folder; re-running the same command resumes")
-    p.add_argument("--store", help="token store folder (overrides the config's `store`)")
+    p.add_argument("--store", help="token store folder, or a corpus ('demo' or a folder) prepared into OUT/store "
+                   "(overrides the config's `store`)")
     p.add_argument("--n-proxies", type=int, help="overrides the config's `n_proxies`")
     p.add_argument("--workers", type=int, help="worker processes (default: config run.workers, 0 = one per core)")
     p.add_argument("--force", action="store_true", help="discard a different sweep found in --out")
@@ -19,10 +24,12 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    require_jax_side("sweep")
     from proxies.config import SweepConfig
     from proxies.sweep import run_sweep
     from proxies.workers import enable_compile_cache
     from regmix.config import load_config
+    from regmix.corpus.prepare import ensure_store
 
     overrides = {}
     if args.store:
@@ -30,7 +37,9 @@ def run(args) -> int:
     if args.n_proxies is not None:
         overrides["n_proxies"] = args.n_proxies
     cfg = load_config(SweepConfig, args.config, overrides)
-    enable_compile_cache(__import__("pathlib").Path(args.out) / ".jax_cache")
+    store = ensure_store(cfg.store, Path(args.out) / "store", cfg.train.seq_len, log=sys.stderr)
+    cfg = dataclasses.replace(cfg, store=store)
+    enable_compile_cache(Path(args.out) / ".jax_cache")
     metrics = run_sweep(cfg, args.out, where=args.config, force=args.force, workers=args.workers,
                         progress=not args.quiet)
     print(metrics)

@@ -27,6 +27,7 @@ from regmix.corpus.store import DOMAIN_KEYS, FORMAT, TokenStore, dtype_for, toke
 from regmix.corpus.tokenizer import (ByteTokenizer, load_tokenizer_file, parse_spec, tokenizer_info,
                                      train_bpe)
 from regmix.errors import RegmixError
+from regmix.files import atomic_write_text
 
 BATCH_BYTES = 4 << 20
 HASH_VERSION = "regmix-prepare-1"
@@ -248,7 +249,7 @@ def _tokenize_domain(src, out, tok, dtype, valid_fraction, text_field, source_ha
             "source_hash": source_hash}
     assert tuple(info) == DOMAIN_KEYS
     info["skipped_examples"] = stats.examples
-    (folder / "info.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    atomic_write_text(folder / "info.json", json.dumps(info, indent=2) + "\n")
     return info
 
 
@@ -273,3 +274,18 @@ def _check_domain(src: DomainSource, info: dict, seq_len: int, valid_fraction: f
     elif 0 < info["valid_tokens"] < seq_len + 1:
         warnings.warn(f"{src.name}: validation split has {info['valid_tokens']} tokens, fewer than one "
                       f"sequence of {seq_len + 1}", stacklevel=3)
+
+
+def ensure_store(spec: str | Path, out: str | Path, seq_len: int, log=None) -> Path:
+    """A token store for `spec`: the folder itself when it holds one (meta.json); else the corpus `spec`
+    ('demo', or a folder of domains) prepared into `out` (byte-level), once: a later call reuses it."""
+    spec, out = Path(spec), Path(out)
+    if (spec / "meta.json").is_file():
+        return spec
+    if (out / "meta.json").is_file():
+        return out
+    if str(spec) != "demo" and not spec.is_dir():
+        raise RegmixError(f"store {spec}: neither a token store (no meta.json there) nor a corpus folder; "
+                          f"make one with `regmix prepare --corpus CORPUS --out {spec}`, or write `store: demo`")
+    prepare(str(spec), out, seq_len=seq_len, progress=False, log=log)
+    return out

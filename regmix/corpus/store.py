@@ -15,12 +15,12 @@ This module is numpy only: the proxies package reads stores through it.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
 from regmix.errors import RegmixError
+from regmix.files import atomic_write_text
 
 FORMAT = 1
 SPLITS = ("train", "valid")
@@ -124,10 +124,7 @@ def _check_meta(meta: object, where: Path) -> None:
 
 def write_meta(path: str | Path, meta: dict) -> None:
     """Write meta.json atomically (written last, so a store with meta.json is complete)."""
-    path = Path(path)
-    tmp = path / "meta.json.tmp"
-    tmp.write_text(json.dumps(meta, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path / "meta.json")
+    atomic_write_text(Path(path) / "meta.json", json.dumps(meta, indent=2, sort_keys=False) + "\n")
 
 
 def write_store(

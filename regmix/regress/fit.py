@@ -25,6 +25,15 @@ from regmix.tables import MixtureTable, write_table
 FORMAT = 1
 
 
+@dataclass(frozen=True)
+class FitConfig:
+    """How a regressor is fitted (`regmix fit` and the pipeline's fit stage)."""
+
+    kind: str = "lightgbm"  # one of regmix.regress.kinds.MODEL_KINDS
+    folds: int = 5  # out-of-fold scores from k-fold cross-validation
+    seed: int = 0
+
+
 @dataclass(eq=False)
 class FittedModel:
     kind: str

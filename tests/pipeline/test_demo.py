@@ -14,11 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # end-to-end runs of the whole pipeline
+
 from regmix.export import FORMATS, parse
 from regmix.pipeline import STAGES, DemoConfig, load_demo_config, stage_key
 
-ROOT = Path(__file__).resolve().parents[1]
-QUICK = ROOT / "configs" / "demo-quick.yaml"
+ROOT = Path(__file__).resolve().parents[2]
+QUICK = ROOT / "regmix" / "configs" / "demo-quick.yaml"
 
 
 def regmix(*args, check=True, **kw) -> subprocess.CompletedProcess:
@@ -30,11 +32,11 @@ def regmix(*args, check=True, **kw) -> subprocess.CompletedProcess:
 
 
 def reused(stderr: str) -> set[str]:
-    return {s for s in STAGES if f"demo: {s}: done, reused" in stderr}
+    return {s for s in STAGES if f"pipeline: {s}: done, reused" in stderr}
 
 
 def ran(stderr: str) -> set[str]:
-    return {s for s in STAGES if f"demo: {s}: running" in stderr}
+    return {s for s in STAGES if f"pipeline: {s}: running" in stderr}
 
 
 @pytest.fixture(scope="module")
@@ -136,13 +138,13 @@ def test_run_stage_alone_and_its_errors(quick, tmp_path):
     (["run", "--config", QUICK, "--stage", "final", "--out", "EMPTY"], "needs stage 'prepare'"),
     (["demo", "--config", "BAD", "--out", "X"], "unknown key 'fit.kinds'"),
     (["demo", "--config", "HELD", "--out", "X"], "must be held out"),
-    (["demo", "--config", "missing.yaml", "--out", "X"], "missing.yaml: file not found"),
+    (["demo", "--config", "missing.yaml", "--out", "X"], "missing.yaml: no such config file or preset"),
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path, args, message):
     bad = tmp_path / "bad.yaml"
     bad.write_text(QUICK.read_text().replace("fit: {kind:", "fit: {kinds:"))
     held = tmp_path / "held.yaml"
-    held.write_text(QUICK.read_text().replace("target: pydocs", "target: code"))
+    held.write_text(QUICK.read_text() + "target: code\n")
     subs = {"X": tmp_path / "x", "EMPTY": tmp_path / "empty", "BAD": bad, "HELD": held}
     proc = regmix(*[subs.get(a, a) if isinstance(a, str) else a for a in args], check=False)
     assert proc.returncode == 2
@@ -184,8 +186,8 @@ def test_changed_final_section_reruns_only_final_with_schedule(quick, tmp_path):
     shutil.copytree(quick, out, ignore=shutil.ignore_patterns(".lock"))
     config = tmp_path / "scheduled.yaml"
     config.write_text(QUICK.read_text().replace("  mean_target_run: false",
-                                                "  mean_target_run: false\n  schedule_fraction: 0.25\n"
-                                                "  schedule_mixture: {legal: 1.0}"))
+                                                "  mean_target_run: false\n  late_fraction: 0.25\n"
+                                                "  late_mixture: {legal: 1.0}"))
     proc = regmix("demo", "--config", config, "--seeds", "1", "--out", out)
     assert ran(proc.stderr) == {"final", "report"}
     plan = json.loads((out / "final" / "plan.json").read_text())

@@ -49,8 +49,23 @@ def test_load_config_reports_yaml_errors(tmp_path):
     bad.write_text("name: [unclosed\n")
     with pytest.raises(RegmixError, match="bad.yaml.*invalid YAML"):
         load_config(Outer, bad)
-    with pytest.raises(RegmixError, match="file not found"):
+    with pytest.raises(RegmixError, match="missing.yaml: no such config file or preset \\(presets: demo, "):
         load_config(Outer, tmp_path / "missing.yaml")
+
+
+def test_presets_and_extends(tmp_path):
+    from regmix.config import load_tree, preset_path
+
+    assert preset_path("quick").name == "quick.yaml" and preset_path("demo.yaml").parent.name == "configs"
+    base = tmp_path / "base.yaml"
+    base.write_text("name: a\ninner: {steps: 3, kind: b}\nrates: [1]\n")
+    child = tmp_path / "child.yaml"
+    child.write_text("extends: base.yaml\ninner: {steps: 5}\n")
+    assert load_config(Outer, child) == Outer("a", Inner(5, "b"), [1.0], None)  # maps merge, the rest replaces
+    loop = tmp_path / "loop.yaml"
+    loop.write_text("extends: loop.yaml\n")
+    with pytest.raises(RegmixError, match="extends itself"):
+        load_tree(loop)
 
 
 @pytest.mark.parametrize("text,value", [("25.0e9", 25e9), ("19e9", 19e9), ("1.2E+10", 1.2e10), ("-3.5e-2", -0.035),

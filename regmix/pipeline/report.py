@@ -1,5 +1,5 @@
-"""The demo's report: DIR/summary.json, DIR/report.md and DIR/report.html (one self-contained file,
-plots embedded as PNG), built from the files the earlier stages wrote."""
+"""The pipeline's report: DIR/report.md and DIR/report.html (one self-contained file, plots embedded as
+PNG), drawn from the summary (`regmix.pipeline.results`) and the files the stages wrote."""
 
 from __future__ import annotations
 
@@ -7,12 +7,16 @@ import base64
 import html
 import io
 import json
+import re
 from pathlib import Path
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from regmix.errors import RegmixError
+from regmix.files import atomic_write_text
+from regmix.pipeline.results import MEAN_TARGET, final_runs
 
 COLORS = {"optimized": "#d62728", "uniform": "#7f7f7f", "natural": "#1f77b4", "best_proxy": "#2ca02c",
           "optimized_mean": "#ff7f0e"}
@@ -22,109 +26,15 @@ LABELS = {"optimized": "optimized (RegMix)", "uniform": "uniform", "natural": "n
           "best_proxy": "best proxy of the sweep", "optimized_mean": "optimized for mean loss"}
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    a = np.asarray(values, np.float64)
-    return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
-
-
-def build_summary(cfg, out: Path) -> dict:
-    """summary.json: target, stage times, cross-validation, mixtures, final runs and paired margins."""
-    from proxies.final import collect
-    from regmix.pipeline import MEAN_TARGET, final_mixtures, stage_seconds
-    from regmix.regress.fit import FittedModel
-
-    model = FittedModel.load(out / "fit" / "model")
-    mixtures = final_mixtures(cfg, out)
-    runs = collect(out / "final")
-    seeds = list(cfg.final.seeds)
-    domains = list(cfg.train_domains)
-    for name in mixtures:
-        missing = [s for s in seeds if s not in runs.get(name, {})]
-        if missing:
-            raise RegmixError(f"{out}/final: no result for mixture '{name}' seed {missing[0]}")
-    per_seed = {n: [runs[n][s]["val_loss"][cfg.target] for s in seeds] for n in mixtures}
-    per_seed_mean = {n: [float(np.mean([runs[n][s]["val_loss"][d] for d in domains])) for s in seeds] for n in mixtures}
-    final = {}
-    for n in mixtures:
-        final[n] = {"target": float(np.mean(per_seed[n])), "seeds": per_seed[n],
-                    MEAN_TARGET: float(np.mean(per_seed_mean[n])), f"{MEAN_TARGET}_seeds": per_seed_mean[n]}
-
-    def margins(by_seed: dict, ref: str, others) -> dict:
-        out_ = {}
-        for other in others:
-            if other == ref or other not in by_seed:
-                continue
-            diff = [b - a for a, b in zip(by_seed[ref], by_seed[other])]
-            mean, std = _mean_std(diff)
-            out_[other] = {"mean": mean, "std": std, "seeds": diff, "wins": int(sum(d > 0 for d in diff)),
-                           "n_seeds": len(diff)}
-        return out_
-
-    predicted = {}
-    for n, w in mixtures.items():
-        pred = model.predict(np.array([[w.get(d, 0.0) for d in model.domains]]))[0]
-        predicted[n] = {t: float(v) for t, v in zip(model.targets, pred)}
-    cv = model.cv
-    targets = pd.read_csv(out / "fit" / "targets.csv")
-    sweep = json.loads((out / "sweep" / "sweep.json").read_text())
-    status = pd.read_csv(out / "sweep" / "status.csv")
-    from proxies.config import preset
-    from proxies.model import count_params
-
-    vocab = sweep["store"]["vocab_size"]
-    proxy_params = count_params(preset(cfg.sweep.model), vocab)["total"]
-    final_params = count_params(cfg.final.model, vocab)["total"]
-    secs = stage_seconds(out)
-    ranking = sorted(final, key=lambda n: final[n]["target"])
-    return {
-        "target": cfg.target,
-        "target_metric": f"validation loss on '{cfg.target}' (held out of training), nats per byte-level token",
-        "train_domains": domains,
-        "stage_seconds": secs,
-        "total_seconds": round(sum(secs.values()), 3),
-        "fit": {"kind": cfg.fit.kind, "folds": cfg.fit.folds, "optimizer": cfg.optimize.method,
-                "top_k": cfg.optimize.top_k, "samples": cfg.optimize.samples},
-        "cv": {k: cv[cfg.target][k] for k in ("spearman", "pearson", "n_runs")},
-        "cv_mean_target": {k: cv[MEAN_TARGET][k] for k in ("spearman", "pearson", "n_runs")},
-        "mixtures": mixtures,
-        "predicted": predicted,
-        "final_runs": final,
-        "ranking": ranking,
-        "margins": margins(per_seed, "optimized", mixtures),
-        "mean_target": {
-            "target": MEAN_TARGET,
-            "final_runs": {n: {"target": final[n][MEAN_TARGET], "seeds": per_seed_mean[n]} for n in mixtures},
-            "margins": margins(per_seed_mean, "optimized_mean" if "optimized_mean" in mixtures else "optimized",
-                               mixtures),
-        },
-        "sweep": {"n_proxies": int(len(status)), "diverged": int((status["status"] != "ok").sum()),
-                  "model": cfg.sweep.model, "params": proxy_params,
-                  "tokens_per_proxy": cfg.sweep.train.steps * cfg.sweep.train.batch * cfg.sweep.train.seq_len,
-                  "target_range": [float(targets[cfg.target].min()), float(targets[cfg.target].max())]},
-        "final": {"params": final_params, "params_ratio": final_params / proxy_params,
-                  "tokens_per_run": cfg.final.train.steps * cfg.final.train.batch * cfg.final.train.seq_len,
-                  "seeds": seeds, "paired": "same initialization for every mixture of a seed",
-                  "schedule_fraction": cfg.final.schedule_fraction},
-        "exports": json.loads((out / "export" / "done.json").read_text())["files"],
-        "merging": None,  # the merging ablation is not part of the toolkit yet
-    }
-
-
 # -- plots ---------------------------------------------------------------------------------------
 def _png(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
     plt.close(fig)
     return buf.getvalue()
 
 
 def plot_fit(cfg, out: Path, summary: dict) -> bytes:
-    import matplotlib.pyplot as plt
-
-    from regmix.pipeline import MEAN_TARGET
-
     oof = pd.read_csv(out / "fit" / "model" / "cv_predictions.csv")
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.3))
     for ax, (t, title, cv) in zip(axes, [(cfg.target, f"target: {cfg.target} loss (held out)", summary["cv"]),
@@ -145,8 +55,6 @@ def plot_fit(cfg, out: Path, summary: dict) -> bytes:
 
 
 def plot_mixtures(summary: dict) -> bytes:
-    import matplotlib.pyplot as plt
-
     mixtures = summary["mixtures"]
     domains = summary["train_domains"]
     names = list(mixtures)
@@ -166,11 +74,7 @@ def plot_mixtures(summary: dict) -> bytes:
 
 
 def plot_final(cfg, out: Path, summary: dict) -> bytes:
-    import matplotlib.pyplot as plt
-
-    from proxies.final import collect
-
-    runs = collect(out / "final")
+    runs = final_runs(out)
     tokens_per_step = cfg.final.train.batch * cfg.final.train.seq_len
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.3), gridspec_kw={"width_ratios": [1.4, 1]})
     ymax = -np.inf
@@ -209,8 +113,6 @@ def plot_final(cfg, out: Path, summary: dict) -> bytes:
 
 
 def plot_times(summary: dict) -> bytes:
-    import matplotlib.pyplot as plt
-
     secs = summary["stage_seconds"]
     fig, ax = plt.subplots(figsize=(8, 2.8))
     names = list(secs)
@@ -301,8 +203,6 @@ def markdown(summary: dict, images: dict[str, str]) -> str:
 
 def to_html(md: str, images: dict[str, bytes], names: dict[str, str]) -> str:
     """A small Markdown subset (headings, tables, images, paragraphs, lists) to one HTML file."""
-    import re
-
     inline = lambda s: re.sub(r"`([^`]+)`", r"<code>\1</code>", re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", html.escape(s)))
     by_path = {v: k for k, v in names.items()}
     body, table, items = [], [], []
@@ -344,15 +244,10 @@ def to_html(md: str, images: dict[str, bytes], names: dict[str, str]) -> str:
             f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
 
 
-def write_report(cfg, out: str | Path) -> dict:
-    """Write summary.json, report.md (+ report/*.png) and report.html; returns the summary."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from regmix.pipeline import _write_json
-
+def write_report(summary: dict, cfg, out: str | Path) -> None:
+    """Write report.md (+ report/*.png) and report.html for a pipeline folder."""
+    matplotlib.use("Agg")  # files only, never a window
     out = Path(out)
-    summary = build_summary(cfg, out)
     images = {"final": plot_final(cfg, out, summary), "mixtures": plot_mixtures(summary),
               "fit": plot_fit(cfg, out, summary), "times": plot_times(summary)}
     names = {k: f"report/{k}.png" for k in images}
@@ -360,7 +255,5 @@ def write_report(cfg, out: str | Path) -> dict:
     for k, data in images.items():
         (out / names[k]).write_bytes(data)
     md = markdown(summary, names)
-    (out / "report.md").write_text(md)
-    (out / "report.html").write_text(to_html(md, images, names))
-    _write_json(out / "summary.json", summary)
-    return summary
+    atomic_write_text(out / "report.md", md)
+    atomic_write_text(out / "report.html", to_html(md, images, names))

@@ -1,0 +1,83 @@
+"""`configs/demo.yaml`: every knob of the pipeline, validated; the library configs are composed, not copied."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from proxies.config import ModelConfig, RunConfig, SweepConfig, TrainConfig  # plain dataclasses: no JAX import
+from regmix.config import load_config
+from regmix.optimize import OptimizeConfig
+from regmix.regress.fit import FitConfig
+from regmix.sample import Method
+
+
+def _default(cls, name: str):
+    """A field's default, so a section that re-exposes a library knob cannot drift from it."""
+    return next(f.default for f in dataclasses.fields(cls) if f.name == name)
+
+
+@dataclass(frozen=True)
+class SampleSection:
+    n_proxies: int = _default(SweepConfig, "n_proxies")
+    sampler: Method = _default(SweepConfig, "sampler")
+    temperature: float = _default(SweepConfig, "temperature")
+    seed: int = _default(SweepConfig, "seed")
+
+
+@dataclass(frozen=True)
+class SweepSection:
+    model: str = _default(SweepConfig, "model")
+    train: TrainConfig = field(default_factory=TrainConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+@dataclass(frozen=True)
+class FinalSection:
+    model: ModelConfig = field(default_factory=lambda: ModelConfig(n_layers=2, d_model=64, n_heads=4, d_ff=128,
+                                                                   attn_blocks=2))
+    train: TrainConfig = field(default_factory=TrainConfig)
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    mean_target_run: bool = True  # also train the mixture optimized for the mean training loss
+    late_fraction: float = 0.0  # > 0: the optimized run trains on late_mixture for the last fraction of steps
+    late_mixture: dict[str, float] = field(default_factory=dict)  # default: the optimized one
+    workers: int = 0  # 0: one per core
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """`configs/demo.yaml`: every knob of `regmix demo`, validated."""
+
+    corpus: str = "demo"
+    seq_len: int = 128  # prepare's check: every domain holds one training window
+    target: str = "pydocs"  # held-out domain whose validation loss is minimized
+    train_domains: list[str] = field(default_factory=lambda: ["books", "code", "kerneldocs", "legal", "math",
+                                                              "manpages"])
+    sample: SampleSection = field(default_factory=SampleSection)
+    sweep: SweepSection = field(default_factory=SweepSection)
+    fit: FitConfig = field(default_factory=FitConfig)
+    optimize: OptimizeConfig = field(default_factory=OptimizeConfig)
+    final: FinalSection = field(default_factory=FinalSection)
+
+    def __post_init__(self):
+        if self.target in self.train_domains:
+            raise ValueError(f"target '{self.target}' must be held out of train_domains")
+        if len(self.train_domains) < 2 or len(set(self.train_domains)) != len(self.train_domains):
+            raise ValueError("train_domains: need at least 2 distinct domains")
+        if not self.final.seeds:
+            raise ValueError("final.seeds: need at least one seed")
+        late = self.final.late_mixture
+        if late:
+            unknown = [d for d in late if d not in self.train_domains]
+            if unknown:
+                raise ValueError(f"final.late_mixture: '{unknown[0]}' is not a training domain")
+            if min(late.values()) < 0 or abs(sum(late.values()) - 1) > 1e-6:
+                raise ValueError("final.late_mixture: weights must be >= 0 and sum to 1")
+        if not 0 <= self.final.late_fraction < 1:
+            raise ValueError(f"final.late_fraction must be in [0, 1), got {self.final.late_fraction}")
+
+
+def load_demo_config(path: str | Path, seeds: list[int] | None = None) -> DemoConfig:
+    overrides = {"final.seeds": list(seeds)} if seeds else None
+    return load_config(DemoConfig, path, overrides)

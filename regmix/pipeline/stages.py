@@ -1,0 +1,177 @@
+"""The stage machine: each stage reads the files of the earlier ones and writes its own, then done.json."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from proxies.final import make_plan, run_final
+from proxies.sweep import default_workers, prepare as create_sweep, run_sweep
+from proxies.workers import enable_compile_cache
+from proxies.config import SweepConfig
+from regmix.config import to_dict
+from regmix.corpus.prepare import prepare
+from regmix.errors import RegmixError
+from regmix.export import FORMATS, Budget, ExportOptions, Mixture, export, get_format, read_token_counts
+from regmix.files import atomic_write_json, atomic_write_text, locked
+from regmix.optimize import optimize
+from regmix.pipeline.config import DemoConfig
+from regmix.pipeline.layout import STAGES, done_path, mark_done, stage_done, store_dir, sweep_dir
+from regmix.pipeline.report import write_report
+from regmix.pipeline.results import (MEAN_TARGET, build_summary, final_mixtures, natural_mixture, optimized_mixture,
+                                     targets_table)
+from regmix.regress.fit import FittedModel, fit_sweep, save_fit
+from regmix.space import MixtureSpace
+from regmix.tables import load_sweep, write_table
+
+
+def log(msg: str) -> None:
+    print(f"pipeline: {msg}", file=sys.stderr, flush=True)
+
+
+def sweep_config(cfg: DemoConfig, out: Path):
+    return SweepConfig(store=store_dir(out).absolute(), n_proxies=cfg.sample.n_proxies, model=cfg.sweep.model,
+                       sampler=cfg.sample.sampler, train_domains=list(cfg.train_domains),
+                       eval_domains=list(cfg.train_domains) + [cfg.target], temperature=cfg.sample.temperature,
+                       seed=cfg.sample.seed, train=cfg.sweep.train, run=cfg.sweep.run)
+
+
+def _workers(n: int) -> int:
+    return n or default_workers()
+
+
+# -- stages --------------------------------------------------------------------------------------
+def stage_prepare(cfg: DemoConfig, out: Path) -> dict:
+    meta = prepare(cfg.corpus, store_dir(out), seq_len=cfg.seq_len, progress=False, log=sys.stderr)
+    for d in list(cfg.train_domains) + [cfg.target]:
+        if d not in meta["domains"]:
+            raise RegmixError(f"unknown domain '{d}' (corpus has: {', '.join(meta['domains'])})")
+    return {}
+
+
+def stage_sample(cfg: DemoConfig, out: Path) -> dict:
+    with locked(sweep_dir(out), "sweep"):  # a different sweep found there (config changed) is discarded
+        create_sweep(sweep_config(cfg, out), sweep_dir(out), "config", force=True,
+                      workers=_workers(cfg.sweep.run.workers))
+    return {}
+
+
+def stage_sweep(cfg: DemoConfig, out: Path) -> dict:
+    enable_compile_cache(sweep_dir(out) / ".jax_cache")
+    # force: a sweep of another config found there is discarded (same config: finished groups are kept)
+    run_sweep(sweep_config(cfg, out), sweep_dir(out), force=True, workers=_workers(cfg.sweep.run.workers),
+              progress=sys.stderr.isatty())
+    status = pd.read_csv(sweep_dir(out) / "status.csv")
+    return {"proxies": int(len(status)), "diverged": int((status["status"] != "ok").sum())}
+
+
+def stage_fit(cfg: DemoConfig, out: Path) -> dict:
+    fdir = out / "fit"
+    write_table(targets_table(cfg, out), fdir / "targets.csv")
+    mixtures, y, names = load_sweep(sweep_dir(out) / "mixtures.csv", fdir / "targets.csv", [cfg.target, MEAN_TARGET])
+    model, oof = fit_sweep(mixtures, y, names, cfg.fit.kind, cfg.fit.folds, cfg.fit.seed, progress=False)
+    save_fit(model, oof, fdir / "model")
+    return {"cv": model.cv}
+
+
+def stage_optimize(cfg: DemoConfig, out: Path) -> dict:
+    model = FittedModel.load(out / "fit" / "model")
+    domains = list(model.domains)
+    natural = natural_mixture(out, domains)
+    space = MixtureSpace.from_prior(domains, np.array([natural[d] for d in domains]))
+    o = cfg.optimize
+    result = {}
+    for name, weights in (("mixture", (1.0, 0.0)), ("mixture_mean", (0.0, 1.0))):
+        res = optimize(model, space, OptimizeConfig(samples=o.samples, top_k=o.top_k, method=o.method,
+                                                    kl_strength=o.kl_strength, target_weights=weights,
+                                                    seed=o.seed), progress=False)
+        atomic_write_json(out / "optimize" / f"{name}.json", res.to_json())
+        result[name] = {d: float(w) for d, w in zip(domains, res.weights_K)}
+    return {}
+
+
+def export_path(out: Path, fmt: str) -> Path:
+    name = "mixture.json" if fmt == "json" else f"mixture.{fmt}.{get_format(fmt).extension}"
+    return out / "export" / name
+
+
+def stage_export(cfg: DemoConfig, out: Path) -> dict:
+    """Every format, sized for the demo's own final run: its tokens, batch and sequence length."""
+    t = cfg.final.train
+    tokens = read_token_counts(store_dir(out))
+    opts = ExportOptions(budget=Budget(float(t.steps * t.batch * t.seq_len), tokens),
+                         global_batch_size=t.batch, sequence_length=t.seq_len, seed=cfg.final.seeds[0])
+    files = {}
+    for fmt in FORMATS:
+        (file,) = export(Mixture(optimized_mixture(out)), fmt, opts)
+        path = export_path(out, fmt)
+        atomic_write_text(path, file.text)
+        files[fmt] = str(path.relative_to(out))
+    return {"files": files}
+
+
+def stage_final(cfg: DemoConfig, out: Path) -> dict:
+    f = cfg.final
+    mixtures = final_mixtures(cfg, out)
+    late = None
+    if f.late_fraction > 0:
+        late = {"optimized": dict(f.late_mixture) or mixtures["optimized"]}
+    workers = _workers(f.workers)
+    plan = make_plan(store_dir(out), list(cfg.train_domains), mixtures, model=f.model, train=f.train,
+                     seeds=list(f.seeds), eval_domains=list(cfg.train_domains) + [cfg.target],
+                     final_mixtures=late, final_fraction=f.late_fraction, workers=workers)
+    runs = run_final(plan, out / "final", workers=workers)
+    missing = [(n, s) for n in mixtures for s in f.seeds if s not in runs[n]]
+    if missing:
+        raise RegmixError(f"final runs: {len(missing)} run(s) did not finish, e.g. {missing[0]}")
+    return {}
+
+
+def stage_report(cfg: DemoConfig, out: Path) -> dict:
+    write_report(build_summary(cfg, out), cfg, out)
+    return {}
+
+
+RUNNERS = {"prepare": stage_prepare, "sample": stage_sample, "sweep": stage_sweep, "fit": stage_fit,
+           "optimize": stage_optimize, "export": stage_export, "final": stage_final, "report": stage_report}
+
+
+def run_stage(cfg: DemoConfig, out: str | Path, stage: str, force: bool = False) -> bool:
+    """Run one stage (its earlier stages must be done); returns False when it was already done."""
+    out = Path(out)
+    if stage not in STAGES:
+        raise RegmixError(f"unknown stage '{stage}' (stages: {', '.join(STAGES)})")
+    for s in STAGES[: STAGES.index(stage)]:
+        if stage_done(out, cfg, s) is None:
+            raise RegmixError(f"{out}: stage '{stage}' needs stage '{s}' done first (with this config): "
+                              f"run `regmix run --stage {s}` or `regmix demo`")
+    if not force and stage_done(out, cfg, stage) is not None:
+        log(f"{stage}: done, reused")
+        return False
+    for s in STAGES[STAGES.index(stage):]:  # this stage and every later one are now stale
+        done_path(out, s).unlink(missing_ok=True)
+    log(f"{stage}: running")
+    t0 = time.perf_counter()
+    extra = RUNNERS[stage](cfg, out) or {}
+    seconds = time.perf_counter() - t0
+    mark_done(out, cfg, stage, seconds, **extra)
+    if stage == "report":  # written once, last, so that it holds every stage's time, the report's too
+        atomic_write_json(out / "summary.json", build_summary(cfg, out))
+    log(f"{stage}: done in {seconds:.1f}s")
+    return True
+
+
+def run_demo(cfg: DemoConfig, out: str | Path) -> Path:
+    """Run (or resume) every stage; returns the path of summary.json."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "config.json", to_dict(cfg))
+    for stage in STAGES:
+        run_stage(cfg, out, stage)
+    return out / "summary.json"
+
+
