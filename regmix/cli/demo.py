@@ -28,10 +28,10 @@ def run(args) -> int:
     require_jax_side("demo")
     import json
 
-    from regmix.pipeline import load_demo_config, run_demo
+    from regmix.pipeline import load_pipeline_config, run_pipeline
 
-    cfg = load_demo_config(config_path(args), args.seeds)
-    path = run_demo(cfg, args.out)
+    cfg = load_pipeline_config(config_path(args), args.seeds)
+    path = run_pipeline(cfg, args.out)
     s = json.loads(path.read_text())
     print(f"target: {s['target_metric']}")
     for name in s["ranking"]:

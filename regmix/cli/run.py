@@ -21,11 +21,11 @@ def register(sub) -> None:
 def run(args) -> int:
     require_jax_side("run")
     from regmix.errors import RegmixError
-    from regmix.pipeline import STAGES, load_demo_config, run_stage
+    from regmix.pipeline import STAGES, load_pipeline_config, run_stage
 
     if args.stage not in STAGES:
         raise RegmixError(f"unknown stage '{args.stage}' (stages: {', '.join(STAGES)})")
-    cfg = load_demo_config(args.config, args.seeds)
+    cfg = load_pipeline_config(args.config, args.seeds)
     ran = run_stage(cfg, args.out, args.stage, force=args.force)
     print(f"{args.stage}: {'done' if ran else 'already done (use --force to run it again)'} in {args.out}")
     return 0

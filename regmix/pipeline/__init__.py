@@ -17,8 +17,8 @@ out of training; the mean validation loss over the training domains is fitted an
 it, with its own optimized mixture.
 """
 
-from regmix.pipeline.config import DemoConfig, load_demo_config
+from regmix.pipeline.config import PipelineConfig, load_pipeline_config
 from regmix.pipeline.layout import STAGES, stage_key
-from regmix.pipeline.stages import run_demo, run_stage
+from regmix.pipeline.stages import run_pipeline, run_stage
 
-__all__ = ["STAGES", "DemoConfig", "load_demo_config", "run_demo", "run_stage", "stage_key"]
+__all__ = ["STAGES", "PipelineConfig", "load_pipeline_config", "run_pipeline", "run_stage", "stage_key"]

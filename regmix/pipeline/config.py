@@ -1,4 +1,4 @@
-"""`configs/demo.yaml`: every knob of the pipeline, validated; the library configs are composed, not copied."""
+"""The pipeline config (presets in regmix/configs): validated; the library configs are composed, not copied."""
 
 from __future__ import annotations
 
@@ -46,8 +46,8 @@ class FinalSection:
 
 
 @dataclass(frozen=True)
-class DemoConfig:
-    """`configs/demo.yaml`: every knob of `regmix demo`, validated."""
+class PipelineConfig:
+    """Every knob of the pipeline (`regmix demo` runs it on the preset demo.yaml), validated."""
 
     corpus: str = "demo"
     seq_len: int = 128  # prepare's check: every domain holds one training window
@@ -78,6 +78,6 @@ class DemoConfig:
             raise ValueError(f"final.late_fraction must be in [0, 1), got {self.final.late_fraction}")
 
 
-def load_demo_config(path: str | Path, seeds: list[int] | None = None) -> DemoConfig:
+def load_pipeline_config(path: str | Path, seeds: list[int] | None = None) -> PipelineConfig:
     overrides = {"final.seeds": list(seeds)} if seeds else None
-    return load_config(DemoConfig, path, overrides)
+    return load_config(PipelineConfig, path, overrides)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from regmix.config import to_dict
 from regmix.files import atomic_write_json
-from regmix.pipeline.config import DemoConfig
+from regmix.pipeline.config import PipelineConfig
 
 STAGES = ("prepare", "sample", "sweep", "fit", "optimize", "export", "final", "report")
 # config sections each stage reads (a stage's key also covers every earlier stage's sections)
@@ -29,7 +29,7 @@ def done_path(out: Path, stage: str) -> Path:
     return out / stage / "done.json"
 
 
-def stage_key(cfg: DemoConfig, stage: str) -> str:
+def stage_key(cfg: PipelineConfig, stage: str) -> str:
     """The hash of the config sections `stage` and every earlier stage read."""
     data = to_dict(cfg)
     parts = {}
@@ -39,7 +39,7 @@ def stage_key(cfg: DemoConfig, stage: str) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def stage_done(out: Path, cfg: DemoConfig, stage: str) -> dict | None:
+def stage_done(out: Path, cfg: PipelineConfig, stage: str) -> dict | None:
     """The stage's done record if it finished with the current config (and so did every earlier one)."""
     for s in STAGES[: STAGES.index(stage) + 1]:
         try:
@@ -53,7 +53,7 @@ def stage_done(out: Path, cfg: DemoConfig, stage: str) -> dict | None:
     return None
 
 
-def mark_done(out: Path, cfg: DemoConfig, stage: str, seconds: float, **extra) -> None:
+def mark_done(out: Path, cfg: PipelineConfig, stage: str, seconds: float, **extra) -> None:
     atomic_write_json(done_path(out, stage), {"stage": stage, "key": stage_key(cfg, stage),
                                               "seconds": round(seconds, 3), **extra})
 

@@ -14,7 +14,7 @@ from proxies.final import collect
 from proxies.model import count_params
 from regmix.corpus.store import TokenStore
 from regmix.errors import RegmixError
-from regmix.pipeline.config import DemoConfig
+from regmix.pipeline.config import PipelineConfig
 from regmix.pipeline.layout import done_path, stage_seconds, store_dir, sweep_dir
 from regmix.regress.fit import FittedModel
 
@@ -32,7 +32,7 @@ def final_runs(out: Path) -> dict:
     return collect(out / "final")
 
 
-def targets_table(cfg: DemoConfig, out: Path) -> pd.DataFrame:
+def targets_table(cfg: PipelineConfig, out: Path) -> pd.DataFrame:
     """run, <target> (held-out loss), train_mean (mean loss over the training domains)."""
     metrics = pd.read_csv(sweep_dir(out) / "metrics.csv")
     frame = pd.DataFrame({"run": metrics["run"], cfg.target: metrics[f"{cfg.target}_val_loss"]})
@@ -44,7 +44,7 @@ def optimized_mixture(out: Path, name: str = "mixture") -> dict[str, float]:
     return json.loads((out / "optimize" / f"{name}.json").read_text())["weights"]
 
 
-def final_mixtures(cfg: DemoConfig, out: Path) -> dict[str, dict[str, float]]:
+def final_mixtures(cfg: PipelineConfig, out: Path) -> dict[str, dict[str, float]]:
     """The final runs' mixtures: optimized, uniform, natural, best proxy (and optimized_mean)."""
     domains = list(cfg.train_domains)
     targets = targets_table(cfg, out).set_index("run")
@@ -67,7 +67,7 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
 
 
-def build_summary(cfg: DemoConfig, out: Path) -> dict:
+def build_summary(cfg: PipelineConfig, out: Path) -> dict:
     """summary.json: target, stage times, cross-validation, mixtures, final runs and paired margins."""
     model = FittedModel.load(out / "fit" / "model")
     mixtures = final_mixtures(cfg, out)

@@ -19,7 +19,7 @@ from regmix.errors import RegmixError
 from regmix.export import FORMATS, Budget, ExportOptions, Mixture, export, get_format, read_token_counts
 from regmix.files import atomic_write_json, atomic_write_text, locked
 from regmix.optimize import optimize
-from regmix.pipeline.config import DemoConfig
+from regmix.pipeline.config import PipelineConfig
 from regmix.pipeline.layout import STAGES, done_path, mark_done, stage_done, store_dir, sweep_dir
 from regmix.pipeline.report import write_report
 from regmix.pipeline.results import (MEAN_TARGET, build_summary, final_mixtures, natural_mixture, optimized_mixture,
@@ -33,7 +33,7 @@ def log(msg: str) -> None:
     print(f"pipeline: {msg}", file=sys.stderr, flush=True)
 
 
-def sweep_config(cfg: DemoConfig, out: Path):
+def sweep_config(cfg: PipelineConfig, out: Path):
     return SweepConfig(store=store_dir(out).absolute(), n_proxies=cfg.sample.n_proxies, model=cfg.sweep.model,
                        sampler=cfg.sample.sampler, train_domains=list(cfg.train_domains),
                        eval_domains=list(cfg.train_domains) + [cfg.target], temperature=cfg.sample.temperature,
@@ -45,7 +45,7 @@ def _workers(n: int) -> int:
 
 
 # -- stages --------------------------------------------------------------------------------------
-def stage_prepare(cfg: DemoConfig, out: Path) -> dict:
+def stage_prepare(cfg: PipelineConfig, out: Path) -> dict:
     meta = prepare(cfg.corpus, store_dir(out), seq_len=cfg.seq_len, progress=False, log=sys.stderr)
     for d in list(cfg.train_domains) + [cfg.target]:
         if d not in meta["domains"]:
@@ -53,14 +53,14 @@ def stage_prepare(cfg: DemoConfig, out: Path) -> dict:
     return {}
 
 
-def stage_sample(cfg: DemoConfig, out: Path) -> dict:
+def stage_sample(cfg: PipelineConfig, out: Path) -> dict:
     with locked(sweep_dir(out), "sweep"):  # a different sweep found there (config changed) is discarded
         create_sweep(sweep_config(cfg, out), sweep_dir(out), "config", force=True,
                       workers=_workers(cfg.sweep.run.workers))
     return {}
 
 
-def stage_sweep(cfg: DemoConfig, out: Path) -> dict:
+def stage_sweep(cfg: PipelineConfig, out: Path) -> dict:
     enable_compile_cache(sweep_dir(out) / ".jax_cache")
     # force: a sweep of another config found there is discarded (same config: finished groups are kept)
     run_sweep(sweep_config(cfg, out), sweep_dir(out), force=True, workers=_workers(cfg.sweep.run.workers),
@@ -69,7 +69,7 @@ def stage_sweep(cfg: DemoConfig, out: Path) -> dict:
     return {"proxies": int(len(status)), "diverged": int((status["status"] != "ok").sum())}
 
 
-def stage_fit(cfg: DemoConfig, out: Path) -> dict:
+def stage_fit(cfg: PipelineConfig, out: Path) -> dict:
     fdir = out / "fit"
     write_table(targets_table(cfg, out), fdir / "targets.csv")
     mixtures, y, names = load_sweep(sweep_dir(out) / "mixtures.csv", fdir / "targets.csv", [cfg.target, MEAN_TARGET])
@@ -78,7 +78,7 @@ def stage_fit(cfg: DemoConfig, out: Path) -> dict:
     return {"cv": model.cv}
 
 
-def stage_optimize(cfg: DemoConfig, out: Path) -> dict:
+def stage_optimize(cfg: PipelineConfig, out: Path) -> dict:
     model = FittedModel.load(out / "fit" / "model")
     domains = list(model.domains)
     natural = natural_mixture(out, domains)
@@ -99,8 +99,8 @@ def export_path(out: Path, fmt: str) -> Path:
     return out / "export" / name
 
 
-def stage_export(cfg: DemoConfig, out: Path) -> dict:
-    """Every format, sized for the demo's own final run: its tokens, batch and sequence length."""
+def stage_export(cfg: PipelineConfig, out: Path) -> dict:
+    """Every format, sized for the pipeline's own final run: its tokens, batch and sequence length."""
     t = cfg.final.train
     tokens = read_token_counts(store_dir(out))
     opts = ExportOptions(budget=Budget(float(t.steps * t.batch * t.seq_len), tokens),
@@ -114,7 +114,7 @@ def stage_export(cfg: DemoConfig, out: Path) -> dict:
     return {"files": files}
 
 
-def stage_final(cfg: DemoConfig, out: Path) -> dict:
+def stage_final(cfg: PipelineConfig, out: Path) -> dict:
     f = cfg.final
     mixtures = final_mixtures(cfg, out)
     late = None
@@ -131,7 +131,7 @@ def stage_final(cfg: DemoConfig, out: Path) -> dict:
     return {}
 
 
-def stage_report(cfg: DemoConfig, out: Path) -> dict:
+def stage_report(cfg: PipelineConfig, out: Path) -> dict:
     write_report(build_summary(cfg, out), cfg, out)
     return {}
 
@@ -140,7 +140,7 @@ RUNNERS = {"prepare": stage_prepare, "sample": stage_sample, "sweep": stage_swee
            "optimize": stage_optimize, "export": stage_export, "final": stage_final, "report": stage_report}
 
 
-def run_stage(cfg: DemoConfig, out: str | Path, stage: str, force: bool = False) -> bool:
+def run_stage(cfg: PipelineConfig, out: str | Path, stage: str, force: bool = False) -> bool:
     """Run one stage (its earlier stages must be done); returns False when it was already done."""
     out = Path(out)
     if stage not in STAGES:
@@ -165,7 +165,7 @@ def run_stage(cfg: DemoConfig, out: str | Path, stage: str, force: bool = False)
     return True
 
 
-def run_demo(cfg: DemoConfig, out: str | Path) -> Path:
+def run_pipeline(cfg: PipelineConfig, out: str | Path) -> Path:
     """Run (or resume) every stage; returns the path of summary.json."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,7 @@ import pytest
 pytestmark = pytest.mark.slow  # end-to-end runs of the whole pipeline
 
 from regmix.export import FORMATS, parse
-from regmix.pipeline import STAGES, DemoConfig, load_demo_config, stage_key
+from regmix.pipeline import STAGES, PipelineConfig, load_pipeline_config, stage_key
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICK = ROOT / "regmix" / "configs" / "demo-quick.yaml"
@@ -153,11 +153,11 @@ def test_bad_input_is_one_line_exit_2(tmp_path, args, message):
 
 
 def test_stage_keys_change_only_from_the_edited_section():
-    base = load_demo_config(QUICK)
-    edited = load_demo_config(QUICK, seeds=[5, 6, 7])
+    base = load_pipeline_config(QUICK)
+    edited = load_pipeline_config(QUICK, seeds=[5, 6, 7])
     same = [s for s in STAGES if stage_key(base, s) == stage_key(edited, s)]
     assert same == ["prepare", "sample", "sweep", "fit", "optimize", "export"]
-    assert stage_key(DemoConfig(), "report") == stage_key(DemoConfig(), "report")
+    assert stage_key(PipelineConfig(), "report") == stage_key(PipelineConfig(), "report")
 
 
 def test_final_plan_pairs_seeds_and_checks_schedule():
