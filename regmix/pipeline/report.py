@@ -131,11 +131,34 @@ def _fmt_mix(w: dict) -> str:
     return ", ".join(f"{d} {v:.2f}" for d, v in sorted(w.items(), key=lambda kv: -kv[1]) if v >= 0.005)
 
 
+def _mean_target_lines(summary: dict) -> list[str]:
+    """The section on the second target: the same runs scored by the mean training-domain loss."""
+    mt = summary["mean_target"]
+    ref = "optimized_mean" if "optimized_mean" in mt["final_runs"] else "optimized"
+    lines = ["## The other target: mean loss over the training domains", "",
+              f"The same final runs, scored by their mean validation loss over the training domains, against "
+              f"{LABELS[ref]} (margin = other - reference, > 0: the reference is better):", "",
+              "| versus | margin (nats/byte) | reference better on |", "| --- | ---: | ---: |"]
+    for b, r in mt["margins"].items():
+        lines.append(f"| {LABELS.get(b, b)} | {r['mean']:+.4f} +- {r['std']:.4f} | {r['wins']}/{r['n_seeds']} |")
+    if "uniform" in mt["margins"]:
+        r = mt["margins"]["uniform"]
+        word = "beats" if r["mean"] > 0 else "does not beat"
+        lines += ["", f"On the mean loss, {LABELS[ref]} {word} uniform ({r['mean']:+.3f} +- {r['std']:.3f}, "
+                  f"{r['wins']}/{r['n_seeds']} seeds); the mixture chosen for the held-out target is a different one, "
+                  "which is why the target has to be chosen with care."]
+    nat, uni = summary["mixtures"].get("natural"), summary["mixtures"].get("uniform")
+    if nat and uni and max(abs(nat[d] - uni[d]) for d in uni) < 0.02:
+        lines += ["", "Note: the natural (token-share) mixture is within 0.02 of uniform on every domain here, because "
+                  "the embedded domains hold about the same number of tokens; the two baselines are nearly the same run."]
+    return lines
+
+
 def markdown(summary: dict, images: dict[str, str]) -> str:
     t = summary["target"]
     fr, mg = summary["final_runs"], summary["margins"]
     n_seeds = len(summary["final"]["seeds"])
-    lines = [f"# regmix demo: the best mixture for the held-out '{t}' domain", ""]
+    lines = [f"# regmix: the best mixture for the held-out '{t}' domain", ""]
     opt = fr["optimized"]["target"]
     verdict = []
     for b in ("uniform", "natural", "best_proxy"):
@@ -172,24 +195,7 @@ def markdown(summary: dict, images: dict[str, str]) -> str:
               f"{summary['cv']['n_runs']} proxies for the target; {summary['cv_mean_target']['spearman']:.3f} / "
               f"{summary['cv_mean_target']['pearson']:.3f} for the mean training-domain loss.", "",
               f"![fit]({images['fit']})", ""]
-    mt = summary["mean_target"]
-    ref = "optimized_mean" if "optimized_mean" in mt["final_runs"] else "optimized"
-    lines += ["## The other target: mean loss over the training domains", "",
-              f"The same final runs, scored by their mean validation loss over the training domains, against "
-              f"{LABELS[ref]} (margin = other - reference, > 0: the reference is better):", "",
-              "| versus | margin (nats/byte) | reference better on |", "| --- | ---: | ---: |"]
-    for b, r in mt["margins"].items():
-        lines.append(f"| {LABELS.get(b, b)} | {r['mean']:+.4f} +- {r['std']:.4f} | {r['wins']}/{r['n_seeds']} |")
-    if "uniform" in mt["margins"]:
-        r = mt["margins"]["uniform"]
-        word = "beats" if r["mean"] > 0 else "does not beat"
-        lines += ["", f"On the mean loss, {LABELS[ref]} {word} uniform ({r['mean']:+.3f} +- {r['std']:.3f}, "
-                  f"{r['wins']}/{r['n_seeds']} seeds); the mixture chosen for the held-out target is a different one, "
-                  "which is why the target has to be chosen with care."]
-    nat, uni = summary["mixtures"].get("natural"), summary["mixtures"].get("uniform")
-    if nat and uni and max(abs(nat[d] - uni[d]) for d in uni) < 0.02:
-        lines += ["", "Note: the natural (token-share) mixture is within 0.02 of uniform on every domain here, because "
-                  "the embedded domains hold about the same number of tokens; the two baselines are nearly the same run."]
+    lines += _mean_target_lines(summary)
     lines += ["", "## Time per stage", "", "| stage | seconds |", "| --- | ---: |"]
     for s, v in summary["stage_seconds"].items():
         lines.append(f"| {s} | {v:.1f} |")
@@ -240,7 +246,7 @@ def to_html(md: str, images: dict[str, bytes], names: dict[str, str]) -> str:
     style = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
              "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}"
              "th{background:#f3f3f3}img{max-width:100%;display:block;margin:1em 0}code{background:#f3f3f3;padding:0 3px}")
-    return (f"<!doctype html>\n<html><head><meta charset='utf-8'><title>regmix demo report</title>"
+    return (f"<!doctype html>\n<html><head><meta charset='utf-8'><title>regmix report</title>"
             f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
 
 

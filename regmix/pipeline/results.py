@@ -67,6 +67,29 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
 
 
+def margins(by_seed: dict[str, list[float]], ref: str, others) -> dict:
+    """Paired differences other - ref per seed (positive: ref is better), with mean, sd and wins."""
+    out = {}
+    for other in others:
+        if other == ref or other not in by_seed:
+            continue
+        diff = [b - a for a, b in zip(by_seed[ref], by_seed[other])]
+        mean, std = _mean_std(diff)
+        out[other] = {"mean": mean, "std": std, "seeds": diff, "wins": int(sum(d > 0 for d in diff)),
+                      "n_seeds": len(diff)}
+    return out
+
+
+def sweep_summary(cfg: PipelineConfig, out: Path, proxy_params: int) -> dict:
+    """The sweep's size, its diverged proxies and the range of the target over the proxies."""
+    targets = pd.read_csv(out / "fit" / "targets.csv")
+    status = pd.read_csv(sweep_dir(out) / "status.csv")
+    return {"n_proxies": int(len(status)), "diverged": int((status["status"] != "ok").sum()),
+            "model": cfg.sweep.model, "params": proxy_params,
+            "tokens_per_proxy": cfg.sweep.train.steps * cfg.sweep.train.batch * cfg.sweep.train.seq_len,
+            "target_range": [float(targets[cfg.target].min()), float(targets[cfg.target].max())]}
+
+
 def build_summary(cfg: PipelineConfig, out: Path) -> dict:
     """summary.json: target, stage times, cross-validation, mixtures, final runs and paired margins."""
     model = FittedModel.load(out / "fit" / "model")
@@ -85,26 +108,12 @@ def build_summary(cfg: PipelineConfig, out: Path) -> dict:
         final[n] = {"target": float(np.mean(per_seed[n])), "seeds": per_seed[n],
                     MEAN_TARGET: float(np.mean(per_seed_mean[n])), f"{MEAN_TARGET}_seeds": per_seed_mean[n]}
 
-    def margins(by_seed: dict, ref: str, others) -> dict:
-        out_ = {}
-        for other in others:
-            if other == ref or other not in by_seed:
-                continue
-            diff = [b - a for a, b in zip(by_seed[ref], by_seed[other])]
-            mean, std = _mean_std(diff)
-            out_[other] = {"mean": mean, "std": std, "seeds": diff, "wins": int(sum(d > 0 for d in diff)),
-                           "n_seeds": len(diff)}
-        return out_
-
     predicted = {}
     for n, w in mixtures.items():
         pred = model.predict(np.array([[w.get(d, 0.0) for d in model.domains]]))[0]
         predicted[n] = {t: float(v) for t, v in zip(model.targets, pred)}
     cv = model.cv
-    targets = pd.read_csv(out / "fit" / "targets.csv")
-    sweep = json.loads((out / "sweep" / "sweep.json").read_text())
-    status = pd.read_csv(out / "sweep" / "status.csv")
-    vocab = sweep["store"]["vocab_size"]
+    vocab = json.loads((sweep_dir(out) / "sweep.json").read_text())["store"]["vocab_size"]
     proxy_params = count_params(preset(cfg.sweep.model), vocab)["total"]
     final_params = count_params(cfg.final.model, vocab)["total"]
     secs = stage_seconds(out)
@@ -130,10 +139,7 @@ def build_summary(cfg: PipelineConfig, out: Path) -> dict:
             "margins": margins(per_seed_mean, "optimized_mean" if "optimized_mean" in mixtures else "optimized",
                                mixtures),
         },
-        "sweep": {"n_proxies": int(len(status)), "diverged": int((status["status"] != "ok").sum()),
-                  "model": cfg.sweep.model, "params": proxy_params,
-                  "tokens_per_proxy": cfg.sweep.train.steps * cfg.sweep.train.batch * cfg.sweep.train.seq_len,
-                  "target_range": [float(targets[cfg.target].min()), float(targets[cfg.target].max())]},
+        "sweep": sweep_summary(cfg, out, proxy_params),
         "final": {"params": final_params, "params_ratio": final_params / proxy_params,
                   "tokens_per_run": cfg.final.train.steps * cfg.final.train.batch * cfg.final.train.seq_len,
                   "seeds": seeds, "paired": "same initialization for every mixture of a seed",
