@@ -118,8 +118,8 @@ def test_config_presets_parse(name):
     from proxies.config import SweepConfig
     from regmix.config import load_config
 
-    root = Path(__file__).resolve().parents[1]
-    cfg = load_config(SweepConfig, root / "configs" / f"{name}.yaml")
+    root = Path(__file__).resolve().parents[2]
+    cfg = load_config(SweepConfig, root / "regmix" / "configs" / f"{name}.yaml")
     assert cfg.n_proxies >= 16 and cfg.train.steps > 0
 
 
