@@ -13,25 +13,22 @@ The library is compiled on first use with the system C++ compiler (-O3 -march=na
 cache folder (REGMIX_CACHE), keyed by its sources, the flags, jaxlib's version and this CPU's
 features. Without a compiler, or with REGMIX_NO_COMPILE set, `available()` is False and the model
 keeps its XLA code (proxies.model, proxies.kernels); the two agree to float rounding
-(tests/test_proxies_cpu_kernels.py). `train.for_mesh` switches the kernels on for CPU meshes.
+(tests/proxies/test_cpu_kernels.py). `train.for_mesh` switches the kernels on for CPU meshes.
 """
 
 from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
-import os
 import platform
-import shutil
-import subprocess
-import tempfile
 import warnings
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from regmix import cbuild
 
 SOURCES = sorted((Path(__file__).with_name("csrc")).glob("*.cc"))
 HEADERS = sorted((Path(__file__).with_name("csrc")).glob("*.h"))
@@ -54,37 +51,12 @@ def _cpu_features() -> str:
     return platform.processor()
 
 
-def _compiler() -> str | None:
-    for name in (os.environ.get("CXX"), "c++", "g++", "clang++"):
-        if name and shutil.which(name):
-            return name
-    return None
-
-
 def build() -> Path | None:
-    """The compiled kernel library (built once into the cache), or None where it cannot be built."""
-    from regmix.regress.compiled import cache_dir
-
-    cxx = _compiler()
-    if cxx is None or os.environ.get("REGMIX_NO_COMPILE"):
-        return None
-    include = jax.ffi.include_dir()
-    key = "\n".join([f.read_text() for f in SOURCES + HEADERS] + [" ".join(FLAGS), cxx, jax.__version__,
-                                                                  _cpu_features()])
-    target = cache_dir() / f"kernels-{hashlib.sha256(key.encode()).hexdigest()[:24]}.so"
-    if target.exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        out = Path(tmp) / "kernels.so"
-        proc = subprocess.run([cxx, *FLAGS, f"-I{include}", "-o", str(out), *map(str, SOURCES)], capture_output=True,
-                              text=True)
-        if proc.returncode != 0:
-            first = (proc.stderr.strip().splitlines() or ["no message"])[0]
-            warnings.warn(f"compiling the CPU kernels failed ({first}); using XLA's code")
-            return None
-        os.replace(out, target)  # atomic: workers may build at the same time
-    return target
+    """The compiled kernel library (built once into the cache, regmix.cbuild), or None where it
+    cannot be built (no compiler, REGMIX_NO_COMPILE set, or the build failed: XLA's code then runs)."""
+    sources = {f.name: f.read_text() for f in SOURCES + HEADERS}  # attention.cc includes "simd.h" from beside it
+    return cbuild.build(name="kernels", language="c++", sources=sources, flags=FLAGS + [f"-I{jax.ffi.include_dir()}"],
+                        key=f"{jax.__version__}\n{_cpu_features()}", what="the CPU kernels")
 
 
 @functools.lru_cache(maxsize=None)
