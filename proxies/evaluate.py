@@ -39,8 +39,7 @@ def make_eval_step(cfg: ModelConfig, vocab_size: int):
 class Evaluator:
     """`evaluator(params_M) -> (loss_MxE, bpb_MxE)` over `domains` (numpy, float64)."""
 
-    def __init__(self, store: TokenStore, domains: list[str], cfg: ModelConfig, train: TrainConfig,
-                 custom_vjp: bool = True):
+    def __init__(self, store: TokenStore, domains: list[str], cfg: ModelConfig, train: TrainConfig):
         self.domains = list(domains)
         self.seq_len = train.seq_len
         self.batch = train.eval_batch

@@ -184,17 +184,16 @@ def blocked_attention(q, kT, vT, n_blocks: int = 4):
     return _attention_vjp(q, kT, vT, n_blocks)
 
 
-def attention(q, kT, vT, n_blocks: int = 4, chunk: int = 0, custom_vjp: bool = True):
-    """Causal attention over q (B, H, T, D), kT and vT (B, H, D, T), `chunk` (sequence, head) pairs at
-    a time (0: all at once). Same values as all at once; in pieces, each one's scores and
-    probabilities stay in cache between the passes over them (on CPU about 4% of a 1m training
-    step). `custom_vjp`: the blocked kernel above, else autodiff of the reference."""
-    attend = blocked_attention if custom_vjp else causal_attention
+def attention(q, kT, vT, n_blocks: int = 4, chunk: int = 0):
+    """Causal attention (the blocked kernel above) over q (B, H, T, D), kT and vT (B, H, D, T),
+    `chunk` (sequence, head) pairs at a time (0: all at once). Same values as all at once; in
+    pieces, each one's scores and probabilities stay in cache between the passes over them (on CPU
+    about 4% of a 1m training step)."""
     b, h, t, d = q.shape
     n = b * h
     c = max((k for k in range(1, min(chunk, n) + 1) if n % k == 0), default=n)  # n for chunk <= 0
     if c >= n:
-        return attend(q, kT, vT, n_blocks)
+        return blocked_attention(q, kT, vT, n_blocks)
     pieces = lambda x: x.reshape(n // c, c, 1, *x.shape[2:])  # each piece: (c, 1, ...)
-    o = lax.map(lambda qkv: attend(*qkv, n_blocks), (pieces(q), pieces(kT), pieces(vT)))
+    o = lax.map(lambda qkv: blocked_attention(*qkv, n_blocks), (pieces(q), pieces(kT), pieces(vT)))
     return o.reshape(b, h, t, d)

@@ -68,11 +68,11 @@ class Block(nnx.Module):
         self.w_gate_up = Linear(d, 2 * cfg.d_ff, std, rngs)
         self.w_down = Linear(cfg.d_ff, d, out_std, rngs)
 
-    def __call__(self, x_BxTxD, cos, sin, custom_vjp: bool):
+    def __call__(self, x_BxTxD, cos, sin):
         cfg = self.cfg
         b, t, d = x_BxTxD.shape
         h, hd = cfg.n_heads, cfg.head_dim
-        kernel = cfg.cpu_kernel and custom_vjp
+        kernel = cfg.cpu_kernel
         qkv = self.wqkv(self.attn_norm(x_BxTxD, kernel)).reshape(b, t, 3, h, hd)
         if kernel and cpu_kernels.supports(hd):  # rotary embedding inside, layouts as they are
             o = cpu_kernels.attention(qkv, cos, sin).reshape(b, t, d)
@@ -81,14 +81,11 @@ class Block(nnx.Module):
             q = jnp.transpose(q, (0, 2, 1, 3))  # (B, H, T, hd)
             kT = jnp.transpose(k, (0, 2, 3, 1))  # (B, H, hd, T)
             vT = jnp.transpose(qkv[:, :, 2], (0, 2, 3, 1))
-            o = attention(q, kT, vT, cfg.attn_blocks, cfg.attn_chunk, custom_vjp)
+            o = attention(q, kT, vT, cfg.attn_blocks, cfg.attn_chunk)
             o = jnp.transpose(o, (0, 2, 1, 3)).reshape(b, t, d)
         x_BxTxD = x_BxTxD + self.wo(o)
         y = self.mlp_norm(x_BxTxD, kernel)
-        if custom_vjp:
-            return x_BxTxD + self.w_down(swiglu(y, self.w_gate_up.kernel[...], kernel))
-        gate, up = jnp.split(self.w_gate_up(y), 2, axis=-1)
-        return x_BxTxD + self.w_down(jax.nn.silu(gate) * up)
+        return x_BxTxD + self.w_down(swiglu(y, self.w_gate_up.kernel[...], kernel))
 
 
 class Transformer(nnx.Module):
@@ -99,7 +96,7 @@ class Transformer(nnx.Module):
         self.final_norm = RMSNorm(cfg.d_model)
         self.head = Linear(cfg.d_model, vocab_size, cfg.init_std, rngs)
 
-    def __call__(self, tokens_BxT: jax.Array, custom_vjp: bool = True) -> jax.Array:
+    def __call__(self, tokens_BxT: jax.Array) -> jax.Array:
         """Logits (B, T, V) of the next token at every position."""
         t = tokens_BxT.shape[-1]
         cos, sin = rope_tables(t, self.cfg.head_dim, self.cfg.rope_base)
@@ -107,8 +104,8 @@ class Transformer(nnx.Module):
         # checks and NaN fill cost a full pass over the embedded batch.
         x = jnp.take(self.embed[...], tokens_BxT, axis=0, mode="clip")
         for block in self.blocks:
-            x = block(x, cos, sin, custom_vjp)
-        return self.head(self.final_norm(x, self.cfg.cpu_kernel and custom_vjp))
+            x = block(x, cos, sin)
+        return self.head(self.final_norm(x, self.cfg.cpu_kernel))
 
 
 @functools.lru_cache(maxsize=None)
@@ -126,22 +123,22 @@ def init_params(cfg: ModelConfig, vocab_size: int):
     return init
 
 
-def logits(cfg: ModelConfig, vocab_size: int, params, tokens_BxT, custom_vjp: bool = True):
-    return nnx.merge(graphdef(cfg, vocab_size), params)(tokens_BxT, custom_vjp)
+def logits(cfg: ModelConfig, vocab_size: int, params, tokens_BxT):
+    return nnx.merge(graphdef(cfg, vocab_size), params)(tokens_BxT)
 
 
-def nats_BxT(cfg: ModelConfig, vocab_size: int, params, windows_BxT1, custom_vjp: bool = True):
+def nats_BxT(cfg: ModelConfig, vocab_size: int, params, windows_BxT1):
     """Next-token negative log-likelihood (nats) at every position of windows of T+1 tokens."""
     inputs, targets = windows_BxT1[:, :-1], windows_BxT1[:, 1:]
-    out = logits(cfg, vocab_size, params, inputs, custom_vjp).astype(jnp.float32)
+    out = logits(cfg, vocab_size, params, inputs).astype(jnp.float32)
     m = jax.lax.stop_gradient(row_max(out))  # log-sum-exp, shifted by the (constant) row maximum
     lse = m[..., 0] + jnp.log(jnp.sum(jnp.exp(out - m), axis=-1))
     return lse - jnp.take_along_axis(out, targets[..., None], axis=-1)[..., 0]
 
 
-def loss(cfg: ModelConfig, vocab_size: int, params, windows_BxT1, custom_vjp: bool = True):
+def loss(cfg: ModelConfig, vocab_size: int, params, windows_BxT1):
     """Mean next-token loss (nats per token) of one proxy on one batch."""
-    return jnp.mean(nats_BxT(cfg, vocab_size, params, windows_BxT1, custom_vjp))
+    return jnp.mean(nats_BxT(cfg, vocab_size, params, windows_BxT1))
 
 
 def count_params(cfg: ModelConfig, vocab_size: int) -> dict[str, int]:

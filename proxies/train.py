@@ -101,10 +101,10 @@ def make_init(cfg: ModelConfig, vocab_size: int, train: TrainConfig):
     return jax.vmap(init_one)
 
 
-def _grads(cfg: ModelConfig, vocab_size: int, custom_vjp: bool):
+def _grads(cfg: ModelConfig, vocab_size: int):
     """`grads(params, tokens_BxT1) -> (grads, loss)` of one proxy."""
     return lambda params, tokens: jax.value_and_grad(
-        lambda p: modellib.loss(cfg, vocab_size, p, tokens, custom_vjp))(params)[::-1]
+        lambda p: modellib.loss(cfg, vocab_size, p, tokens))(params)[::-1]
 
 
 def _update(train: TrainConfig):
@@ -119,15 +119,14 @@ def _update(train: TrainConfig):
     return update
 
 
-def make_train_step(cfg: ModelConfig, vocab_size: int, train: TrainConfig, custom_vjp: bool = True,
-                    mesh: Mesh | None = None):
+def make_train_step(cfg: ModelConfig, vocab_size: int, train: TrainConfig, mesh: Mesh | None = None):
     """Pure `step(state, tokens_MxBxT1) -> (state, loss_M)`; jit it donating `state`.
 
     With a `mesh` whose batch axis splits each proxy's batch, the step is a `shard_map`: every device
     takes the gradients of its share of the batch, and the shares are summed in one all-reduce of
     all gradients flattened into a single vector (XLA's own partitioning of the plain step reduces
     them one array at a time, and over gloo between processes each reduction costs a round trip)."""
-    grads_of, update = _grads(cfg, vocab_size, custom_vjp), _update(train)
+    grads_of, update = _grads(cfg, vocab_size), _update(train)
     split = 1 if mesh is None else mesh.shape[BATCH_AXIS]
 
     def one(state: TrainState, tokens_BxT1):
@@ -145,11 +144,11 @@ def make_train_step(cfg: ModelConfig, vocab_size: int, train: TrainConfig, custo
                          check_vma=False)
 
 
-def make_replica_steps(cfg: ModelConfig, vocab_size: int, train: TrainConfig, custom_vjp: bool = True):
+def make_replica_steps(cfg: ModelConfig, vocab_size: int, train: TrainConfig):
     """The step split at the gradient exchange of replicas (proxies.replicas):
     `grads(params, tokens_MxBxT1) -> flat_MxG` (each proxy's gradients and loss in one float32
     vector) and `apply(state, mean_flat_MxG) -> (state, loss_M)`; jit `apply` donating `state`."""
-    grads_of, update = _grads(cfg, vocab_size, custom_vjp), _update(train)
+    grads_of, update = _grads(cfg, vocab_size), _update(train)
 
     def flat_grads(params, tokens_BxT1):
         return ravel_pytree(grads_of(params, tokens_BxT1))[0]
@@ -172,21 +171,21 @@ def for_mesh(cfg: ModelConfig, mesh: Mesh) -> ModelConfig:
 
 
 @functools.lru_cache(maxsize=16)
-def jitted(cfg: ModelConfig, vocab_size: int, train: TrainConfig, custom_vjp: bool, sharding):
+def jitted(cfg: ModelConfig, vocab_size: int, train: TrainConfig, sharding):
     """(init, step) jitted once per configuration, so repeated calls share compiled work.
 
     The state stays split over the proxy axis (replicated over the batch axis, where the gradients
     of a proxy's batch shares are summed)."""
     init = jax.jit(make_init(cfg, vocab_size, train), out_shardings=sharding)
-    step = jax.jit(make_train_step(cfg, vocab_size, train, custom_vjp, sharding.mesh),
+    step = jax.jit(make_train_step(cfg, vocab_size, train, sharding.mesh),
                    donate_argnames="state", out_shardings=sharding)
     return init, step
 
 
 @functools.lru_cache(maxsize=16)
-def jitted_replica(cfg: ModelConfig, vocab_size: int, train: TrainConfig, custom_vjp: bool, sharding):
+def jitted_replica(cfg: ModelConfig, vocab_size: int, train: TrainConfig, sharding):
     """(grads, apply) of `make_replica_steps`, jitted once per configuration."""
-    grads, apply = make_replica_steps(cfg, vocab_size, train, custom_vjp)
+    grads, apply = make_replica_steps(cfg, vocab_size, train)
     return jax.jit(grads), jax.jit(apply, donate_argnames="state", out_shardings=sharding)
 
 
@@ -219,7 +218,7 @@ def train_mixtures(store: TokenStore, domains: list[str], w_MxK: np.ndarray, *, 
                    same_init: bool = False, proxy_ids: np.ndarray | None = None,
                    lr_scale_M: np.ndarray | None = None, checkpoint_dir: Path | None = None,
                    mesh: Mesh | None = None, on_step: Callable[[int, int], None] | None = None,
-                   custom_vjp: bool = True, replicas: Replicas | None = None) -> TrainResult:
+                   replicas: Replicas | None = None) -> TrainResult:
     """Train one proxy per row of `w_MxK` (mixtures over `domains`); see the module docstring.
 
     `replicas` (proxies.replicas): this process is one of several that train the same proxies on
@@ -240,7 +239,7 @@ def train_mixtures(store: TokenStore, domains: list[str], w_MxK: np.ndarray, *, 
     # Pad the proxy axis to the mesh by repeating the last proxy; padded results are dropped.
     mesh = proxy_mesh(n_proxies=m, batch=train.batch // world) if mesh is None else mesh
     run_cfg = for_mesh(cfg, mesh)
-    evaluator = Evaluator(store, eval_domains, run_cfg, train, custom_vjp)  # validates seq_len early
+    evaluator = Evaluator(store, eval_domains, run_cfg, train)  # validates seq_len early
     mp = padded_size(m, mesh)
     pad = lambda a: np.concatenate([a, np.repeat(a[-1:], mp - m, axis=0)]) if mp > m else a
     final = None if final_w_MxK is None else pad(check_mixtures(final_w_MxK, domains, "final mixture"))
@@ -250,7 +249,7 @@ def train_mixtures(store: TokenStore, domains: list[str], w_MxK: np.ndarray, *, 
                              final_fraction=final_fraction)
     sharding, data_sharding = proxy_sharding(mesh), batch_sharding(mesh)
     vocab = store.vocab_size
-    init, step_fn = jitted(run_cfg, vocab, train, custom_vjp, sharding)
+    init, step_fn = jitted(run_cfg, vocab, train, sharding)
     keys = proxy_keys(train.seed, pad(ids_M), same_init)
     state = init(keys, jnp.asarray(pad(scale_M), jnp.float32))
 
@@ -258,7 +257,7 @@ def train_mixtures(store: TokenStore, domains: list[str], w_MxK: np.ndarray, *, 
                     eval_domains=eval_domains, w=w_MxK, final=final_w_MxK, f=final_fraction,
                     same_init=same_init, ids=ids_M, scale=scale_M, tokenizer=store.tokenizer_hash)
     if replicas is not None:  # the tag: replicas training different runs stop with an error
-        step_fn = replica_step(*jitted_replica(run_cfg, vocab, train, custom_vjp, sharding), replicas,
+        step_fn = replica_step(*jitted_replica(run_cfg, vocab, train, sharding), replicas,
                                tag=int(sig[:15], 16))
     put = lambda step: jax.device_put(batches.get(step)[:, share], data_sharding)
     rec = {"signature": sig, "step": 0, "diverged": [False] * mp, "steps": [train.steps] * mp,
