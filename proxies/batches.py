@@ -47,15 +47,15 @@ class MixtureBatches:
 
     def __init__(self, store: TokenStore, domains: list[str], w_MxK: np.ndarray, *, batch: int,
                  seq_len: int, steps: int, seed: int, proxy_ids: np.ndarray, block_steps: int = 16,
-                 final_w_MxK: np.ndarray | None = None, final_fraction: float = 0.0):
+                 late_w_MxK: np.ndarray | None = None, late_fraction: float = 0.0):
         self.domains = list(domains)
         self.w_PxMxK = [check_mixtures(w_MxK, domains)]
         self.switch = steps
-        if final_w_MxK is not None and final_fraction > 0:
-            if not 0 < final_fraction < 1:
-                raise RegmixError(f"final_fraction must be in (0, 1), got {final_fraction}")
-            self.w_PxMxK.append(check_mixtures(final_w_MxK, domains, "final mixture"))
-            self.switch = steps - int(round(final_fraction * steps))
+        if late_w_MxK is not None and late_fraction > 0:
+            if not 0 < late_fraction < 1:
+                raise RegmixError(f"late_fraction must be in (0, 1), got {late_fraction}")
+            self.w_PxMxK.append(check_mixtures(late_w_MxK, domains, "late mixture"))
+            self.switch = steps - int(round(late_fraction * steps))
         self.batch, self.seq_len, self.steps = batch, seq_len, steps
         self.seed, self.block_steps = int(seed), block_steps
         self.proxy_ids = np.asarray(proxy_ids, dtype=np.int64)

@@ -3,8 +3,8 @@
 For one seed every mixture starts from the same initialization (`same_init`) and draws its windows
 from the same random stream (one proxy id for all: common random numbers), so the difference
 between two mixtures at a seed is a paired difference with less noise than two independent runs.
-A run may follow a schedule: its base mixture, then another one for the last `final_fraction` of
-the steps (end-of-training upsampling).
+A run may follow a schedule: its base mixture, then a late mixture for the last `late_fraction`
+of the steps (end-of-training upsampling).
 
 Layout of the output folder::
 
@@ -36,18 +36,20 @@ from regmix.errors import RegmixError
 
 def make_plan(store: str | Path, domains: list[str], mixtures: dict[str, dict[str, float]], *,
               model: ModelConfig, train: TrainConfig, seeds: list[int], eval_domains: list[str],
-              final_mixtures: dict[str, dict[str, float]] | None = None, final_fraction: float = 0.0,
+              late_mixtures: dict[str, dict[str, float]] | None = None, late_fraction: float = 0.0,
               workers: int = 1) -> dict:
-    """The jobs: per seed, the mixtures split into chunks so the jobs spread evenly over workers."""
+    """The jobs: per seed, the mixtures split into chunks so the jobs spread evenly over workers.
+    `late_mixtures` {name: mixture}: those runs switch to it for the last `late_fraction` of the
+    steps (plan.json keeps the keys final_mixtures and final_fraction)."""
     if not seeds:
         raise RegmixError("final runs: no seeds")
     if len(set(seeds)) != len(seeds):
         raise RegmixError(f"final runs: repeated seed in {seeds}")
-    if not 0.0 <= final_fraction < 1.0:
-        raise RegmixError(f"final runs: final_fraction must be in [0, 1), got {final_fraction}")
+    if not 0.0 <= late_fraction < 1.0:
+        raise RegmixError(f"final runs: late_fraction must be in [0, 1), got {late_fraction}")
     names = list(mixtures)
-    final_mixtures = final_mixtures or {}
-    for n in final_mixtures:
+    late_mixtures = late_mixtures or {}
+    for n in late_mixtures:
         if n not in mixtures:
             raise RegmixError(f"final runs: schedule for unknown mixture '{n}'")
     vec = lambda w: [float(w.get(d, 0.0)) for d in domains]
@@ -57,8 +59,8 @@ def make_plan(store: str | Path, domains: list[str], mixtures: dict[str, dict[st
     return {
         "store": str(Path(store).absolute()), "domains": list(domains), "eval_domains": list(eval_domains),
         "mixtures": {n: vec(mixtures[n]) for n in names},
-        "final_mixtures": {n: vec(w) for n, w in final_mixtures.items()},
-        "final_fraction": float(final_fraction) if final_mixtures else 0.0,
+        "final_mixtures": {n: vec(w) for n, w in late_mixtures.items()},  # on-disk keys of plans before
+        "final_fraction": float(late_fraction) if late_mixtures else 0.0,   # the rename: resumes keep them
         "model": to_dict(model), "train": to_dict(train), "seeds": [int(s) for s in seeds], "jobs": jobs,
     }
 
@@ -79,13 +81,13 @@ def train_job(out: Path, j: int, plan: dict | None = None, replicas=None) -> dic
     train = from_dict(TrainConfig, dict(plan["train"], seed=job["seed"]), where=str(out / "plan.json"), field="train")
     names = job["mixtures"]
     w = np.array([plan["mixtures"][n] for n in names], np.float64)
-    final = None
+    late = None
     if plan["final_mixtures"]:
-        final = np.array([plan["final_mixtures"].get(n, plan["mixtures"][n]) for n in names], np.float64)
+        late = np.array([plan["final_mixtures"].get(n, plan["mixtures"][n]) for n in names], np.float64)
     ckpt = out / "jobs" / f"j{j:03d}" / "ckpt"
     res = train_mixtures(TokenStore.open(plan["store"]), plan["domains"], w, model=model, train=train,
-                         eval_domains=plan["eval_domains"], final_w_MxK=final,
-                         final_fraction=plan["final_fraction"], same_init=True,
+                         eval_domains=plan["eval_domains"], late_w_MxK=late,
+                         late_fraction=plan["final_fraction"], same_init=True,
                          proxy_ids=np.zeros(len(names), np.int64), checkpoint_dir=ckpt, replicas=replicas)
     nan = lambda a: [None if not math.isfinite(v) else v for v in a]
     result = {"seed": job["seed"], "mixtures": names, "eval_domains": res.eval_domains,

@@ -6,8 +6,8 @@ Library API (the sweep and the demo's final runs both call it)::
         store: TokenStore, domains: list[str], w_MxK: np.ndarray, *,
         model: str | ModelConfig = "1m", train: TrainConfig = TrainConfig(),
         eval_domains: list[str] | None = None,      # default: every store domain
-        final_w_MxK: np.ndarray | None = None,      # schedule: switch to these mixtures ...
-        final_fraction: float = 0.0,                # ... for the last fraction of the steps
+        late_w_MxK: np.ndarray | None = None,       # schedule: switch to these mixtures ...
+        late_fraction: float = 0.0,                 # ... for the last fraction of the steps
         same_init: bool = False,                    # every proxy starts from the same weights
         proxy_ids: np.ndarray | None = None,        # stable ids: seed the init and the data
         lr_scale_M: np.ndarray | None = None,       # per-proxy learning-rate multiplier
@@ -214,7 +214,7 @@ def signature(**parts) -> str:
 
 def train_mixtures(store: TokenStore, domains: list[str], w_MxK: np.ndarray, *, model="1m",
                    train: TrainConfig = TrainConfig(), eval_domains: list[str] | None = None,
-                   final_w_MxK: np.ndarray | None = None, final_fraction: float = 0.0,
+                   late_w_MxK: np.ndarray | None = None, late_fraction: float = 0.0,
                    same_init: bool = False, proxy_ids: np.ndarray | None = None,
                    lr_scale_M: np.ndarray | None = None, checkpoint_dir: Path | None = None,
                    mesh: Mesh | None = None, on_step: Callable[[int, int], None] | None = None,
@@ -242,19 +242,19 @@ def train_mixtures(store: TokenStore, domains: list[str], w_MxK: np.ndarray, *, 
     evaluator = Evaluator(store, eval_domains, run_cfg, train)  # validates seq_len early
     mp = padded_size(m, mesh)
     pad = lambda a: np.concatenate([a, np.repeat(a[-1:], mp - m, axis=0)]) if mp > m else a
-    final = None if final_w_MxK is None else pad(check_mixtures(final_w_MxK, domains, "final mixture"))
+    late = None if late_w_MxK is None else pad(check_mixtures(late_w_MxK, domains, "late mixture"))
     batches = MixtureBatches(store, domains, pad(w_MxK), batch=train.batch, seq_len=train.seq_len,
                              steps=train.steps, seed=train.seed, proxy_ids=pad(ids_M),
-                             block_steps=train.block_steps, final_w_MxK=final,
-                             final_fraction=final_fraction)
+                             block_steps=train.block_steps, late_w_MxK=late, late_fraction=late_fraction)
     sharding, data_sharding = proxy_sharding(mesh), batch_sharding(mesh)
     vocab = store.vocab_size
     init, step_fn = jitted(run_cfg, vocab, train, sharding)
     keys = proxy_keys(train.seed, pad(ids_M), same_init)
     state = init(keys, jnp.asarray(pad(scale_M), jnp.float32))
 
+    # final=, f=: the schedule's keys as checkpoints of earlier versions hold them (resumable)
     sig = signature(model=to_dict(cfg), train=to_dict(train), vocab=vocab, domains=domains,
-                    eval_domains=eval_domains, w=w_MxK, final=final_w_MxK, f=final_fraction,
+                    eval_domains=eval_domains, w=w_MxK, final=late_w_MxK, f=late_fraction,
                     same_init=same_init, ids=ids_M, scale=scale_M, tokenizer=store.tokenizer_hash)
     if replicas is not None:  # the tag: replicas training different runs stop with an error
         step_fn = replica_step(*jitted_replica(run_cfg, vocab, train, sharding), replicas,

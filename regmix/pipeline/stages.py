@@ -123,7 +123,7 @@ def stage_final(cfg: PipelineConfig, out: Path) -> dict:
     workers = _workers(f.workers)
     plan = make_plan(store_dir(out), list(cfg.train_domains), mixtures, model=f.model, train=f.train,
                      seeds=list(f.seeds), eval_domains=list(cfg.train_domains) + [cfg.target],
-                     final_mixtures=late, final_fraction=f.late_fraction, workers=workers)
+                     late_mixtures=late, late_fraction=f.late_fraction, workers=workers)
     runs = run_final(plan, out / "final", workers=workers)
     missing = [(n, s) for n in mixtures for s in f.seeds if s not in runs[n]]
     if missing:

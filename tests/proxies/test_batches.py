@@ -67,7 +67,7 @@ def test_deterministic_and_independent_of_grouping(store):
 def test_schedule_switches_mixture(store):
     w0, w1 = np.array([[1.0, 0, 0]]), np.array([[0, 0, 1.0]])
     b = MixtureBatches(store, DOMAINS, w0, batch=2, seq_len=8, steps=10, seed=0, proxy_ids=[0],
-                       final_w_MxK=w1, final_fraction=0.2)
+                       late_w_MxK=w1, late_fraction=0.2)
     assert np.all(b.get(7) // 10 == 0) and np.all(b.get(8) // 10 == 2)
 
 

@@ -57,9 +57,9 @@ def test_same_seed_same_losses(store, together):
 
 def test_same_init_and_schedule(store):
     w = np.array([[1.0, 0, 0], [1.0, 0, 0], [1.0, 0, 0]])
-    final = np.array([[1.0, 0, 0], [0, 0, 1.0], [0, 0, 1.0]])
+    late = np.array([[1.0, 0, 0], [0, 0, 1.0], [0, 0, 1.0]])
     r = train_mixtures(store, DOMAINS, w, model="tiny", train=TRAIN, same_init=True,
-                       final_w_MxK=final, final_fraction=0.5, proxy_ids=[0, 1, 2])
+                       late_w_MxK=late, late_fraction=0.5, proxy_ids=[0, 1, 2])
     np.testing.assert_array_equal(r.curve_loss_SxMxE[0, 0], r.curve_loss_SxMxE[0, 1])  # same init
     assert r.val_loss_MxE[1, 2] < r.val_loss_MxE[0, 2]  # upsampling c at the end helps on c
 
