@@ -14,39 +14,49 @@ from __future__ import annotations
 
 import json
 import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
+
+from proxies import cpu_kernels
+from proxies.config import TrainConfig
+from proxies.config import preset as get_preset
+from proxies.mesh import proxy_mesh
+from proxies.model import count_params, flops_per_token
+from proxies.pool import core_sets, current_rss_bytes, release_memory, spawn_worker
+from proxies.replicas import from_env
+from proxies.sweep import default_workers, plan_groups, proxy_bytes
+from proxies.train import train_mixtures
+from regmix.corpus.store import TokenStore, write_store
+from regmix.files import atomic_write_json
 
 VOCAB = 257
 BENCH_DOMAINS = 4
+MATMUL_SIZES = (1024, 2048)  # the peak: best of MATMUL_REPS products of each size
+MATMUL_REPS = 5
 
 
-def peak_matmul_flops(sizes=(1024, 2048), reps: int = 5, clock=time.perf_counter) -> float:
+def peak_matmul_flops(clock=time.perf_counter) -> float:
     """Best float32 FLOP/s of a jitted square matrix product in this process.
 
     With several local devices (a worker with one host device per core), every device multiplies
     its own pair at once and the FLOPs add up. `clock=time.process_time` gives FLOPs per
     CPU-second instead: on a shared machine that is less sensitive to time lost to other processes.
     """
-    import jax
-    import jax.numpy as jnp
-    from jax.sharding import NamedSharding, PartitionSpec
-
-    from proxies.mesh import proxy_mesh
-
     d = jax.local_device_count()
     split = NamedSharding(proxy_mesh(jax.local_devices()), PartitionSpec("proxies"))
     best = 0.0
-    for n in sizes:
+    for n in MATMUL_SIZES:
         a = jax.device_put(jax.random.normal(jax.random.key(0), (d, n, n), jnp.float32), split)
         b = jax.device_put(jax.random.normal(jax.random.key(1), (d, n, n), jnp.float32), split)
         f = jax.jit(lambda x, y: x @ y)
         f(a, b).block_until_ready()
-        for _ in range(reps):
+        for _ in range(MATMUL_REPS):
             t = clock()
             f(a, b).block_until_ready()
             best = max(best, d * 2.0 * n ** 3 / max(clock() - t, 1e-9))
@@ -54,8 +64,6 @@ def peak_matmul_flops(sizes=(1024, 2048), reps: int = 5, clock=time.perf_counter
 
 
 def synthetic_store(path: Path, seq_len: int):
-    from regmix.corpus.store import write_store
-
     rng = np.random.default_rng(0)
     n = max(200_000, 20 * seq_len)
     arrays = {f"d{k}": (rng.integers(0, 256, n), rng.integers(0, 256, 4 * (seq_len + 1))) for k in range(BENCH_DOMAINS)}
@@ -66,13 +74,6 @@ def run_bench(preset: str = "1m", n_proxies: int = 16, batch: int = 16, seq_len:
               workers: int = 0, memory_budget_gb: float = 8.0, tunables: bool = True, group_size: int = 0) -> dict:
     """Train `n_proxies` for `steps` timed steps (after one warm-up step); returns the JSON record.
     `group_size` 0: the groups a sweep would plan (memory budget)."""
-    from proxies import cpu_kernels
-    from proxies.config import TrainConfig
-    from proxies.config import preset as get_preset
-    from proxies.model import count_params, flops_per_token
-    from proxies.sweep import default_workers, plan_groups, proxy_bytes
-    from proxies.workers import core_sets, spawn_worker
-
     cfg = get_preset(preset)
     workers = workers or default_workers()
     train = TrainConfig(steps=steps + 1, batch=batch, seq_len=seq_len, warmup_steps=1, eval_windows=1,
@@ -87,11 +88,10 @@ def run_bench(preset: str = "1m", n_proxies: int = 16, batch: int = 16, seq_len:
         synthetic_store(work / "store", seq_len)
         procs = []
         for i, cores in enumerate(core_sets(workers)):
-            procs += spawn_worker("proxies.bench", [work, i], cores, work / f"worker{i}.log", batch, tunables)
+            procs += spawn_worker("proxies.bench:work", [work, i], cores, work / f"worker{i}.log", batch, tunables)
         spec = {"preset": preset, "train": train.__dict__, "groups": groups, "workers": workers,
                 "processes": len(procs)}
-        (work / "spec.tmp").write_text(json.dumps(spec))
-        (work / "spec.tmp").rename(work / "spec.json")  # whole, or not there yet
+        atomic_write_json(work / "spec.json", spec)  # whole, or not there yet
         codes = [p.wait() for p, _ in procs]
         if any(codes):
             log = next(log for (_, log), c in zip(procs, codes) if c)
@@ -117,29 +117,24 @@ def run_bench(preset: str = "1m", n_proxies: int = 16, batch: int = 16, seq_len:
             "rss_after_groups_gb": [[round(x / 1e9, 2) for x in r["rss_after_groups"]] for r in results]}
 
 
-def _worker(work: Path, index: int) -> None:
-    from proxies.config import TrainConfig
-    from proxies.replicas import from_env
-    from proxies.train import train_mixtures
-    from regmix.corpus.store import TokenStore
-
-    while not (work / "spec.json").exists():  # written once every process is started
+def work(args: list[str]) -> None:
+    """Body of a pool worker (proxies.pool): `DIR INDEX` trains worker INDEX's groups of DIR/spec.json."""
+    folder, index = Path(args[0]), int(args[1])
+    while not (folder / "spec.json").exists():  # written once every process is started
         time.sleep(0.01)
-    spec = json.loads((work / "spec.json").read_text())
+    spec = json.loads((folder / "spec.json").read_text())
     replicas = from_env()
     rank = 0 if replicas is None else replicas.rank
     name = f"{index}" if rank == 0 else f"{index}r{rank}"
     train = TrainConfig(**spec["train"])
-    store = TokenStore.open(work / "store")
+    store = TokenStore.open(folder / "store")
     mine = spec["groups"][index::spec["workers"]]
-    from proxies.workers import current_rss_bytes, release_memory
-
     tokens, seconds, cpu_seconds = 0, 0.0, 0.0
     rss_after = []
 
     def barrier(what: str) -> None:  # every process of the bench at once
-        (work / f"{what}.{name}").touch()
-        while len(list(work.glob(f"{what}.*"))) < spec["processes"]:
+        (folder / f"{what}.{name}").touch()
+        while len(list(folder.glob(f"{what}.*"))) < spec["processes"]:
             time.sleep(0.01)
 
     barrier("ready")  # every worker at once: the cores' aggregate peak
@@ -163,17 +158,9 @@ def _worker(work: Path, index: int) -> None:
         seconds += marks[train.steps][0] - marks[1][0]
         cpu_seconds += marks[train.steps][1] - marks[1][1]
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    (work / f"result{name}.json").write_text(json.dumps({"tokens": tokens, "seconds": seconds, "peak_rss_bytes": rss,
+    (folder / f"result{name}.json").write_text(json.dumps({"tokens": tokens, "seconds": seconds, "peak_rss_bytes": rss,
                                                                "peak_matmul_flops_per_s": peak,
                                                                "cpu_seconds": cpu_seconds,
                                                                "peak_matmul_flops_per_cpu_s": cpu_peak,
                                                                "rss_after_groups": rss_after}))
 
-
-if __name__ == "__main__":
-    from proxies.workers import die_with_parent, parse_cores, pin
-
-    cores, parent = parse_cores(sys.argv[1]), int(sys.argv[2])
-    die_with_parent(parent)
-    pin(cores)
-    _worker(Path(sys.argv[3]), int(sys.argv[4]))

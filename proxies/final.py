@@ -12,26 +12,24 @@ Layout of the output folder::
     DIR/jobs/jNNN.json       one finished job: a seed and some of the mixtures (curves included)
     DIR/jobs/jNNN/ckpt/      orbax checkpoint while the job trains (resume after a kill)
 
-`run_final(...)` trains the missing jobs (in worker processes, one per core) and returns
-`collect(DIR)`: per mixture, per seed, the final and curve losses per evaluation domain.
+`run_final(...)` trains the missing jobs (jobs of proxies.jobs, in pinned worker processes, one per
+core) and returns `collect(DIR)`: per mixture, per seed, the last and curve losses per evaluation
+domain.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import os
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 
+from proxies import jobs
 from proxies.config import ModelConfig, TrainConfig
-from proxies.replicas import leads
-from proxies.sweep import atomic_write_text, locked
 from regmix.config import from_dict, to_dict
 from regmix.errors import RegmixError
+from regmix.files import atomic_write_text, locked
 
 
 def make_plan(store: str | Path, domains: list[str], mixtures: dict[str, dict[str, float]], *,
@@ -69,36 +67,31 @@ def job_path(out: Path, j: int) -> Path:
     return out / "jobs" / f"j{j:03d}.json"
 
 
-def train_job(out: Path, j: int, plan: dict | None = None, replicas=None) -> dict:
-    """Train job j of the plan in `out` (resuming its checkpoint) and write its result file
-    (`replicas`: one of several processes splitting the job's batches; rank 0 writes)."""
-    from proxies.train import train_mixtures
-    from regmix.corpus.store import TokenStore
-
-    plan = plan or json.loads((out / "plan.json").read_text())
+def plan_job(out: Path, plan: dict, j: int) -> jobs.Job:
+    """Job j of the plan in `out` as a job of proxies.jobs."""
     job = plan["jobs"][j]
     model = from_dict(ModelConfig, plan["model"], where=str(out / "plan.json"), field="model")
     train = from_dict(TrainConfig, dict(plan["train"], seed=job["seed"]), where=str(out / "plan.json"), field="train")
     names = job["mixtures"]
-    w = np.array([plan["mixtures"][n] for n in names], np.float64)
     late = None
     if plan["final_mixtures"]:
         late = np.array([plan["final_mixtures"].get(n, plan["mixtures"][n]) for n in names], np.float64)
-    ckpt = out / "jobs" / f"j{j:03d}" / "ckpt"
-    res = train_mixtures(TokenStore.open(plan["store"]), plan["domains"], w, model=model, train=train,
-                         eval_domains=plan["eval_domains"], late_w_MxK=late,
-                         late_fraction=plan["final_fraction"], same_init=True,
-                         proxy_ids=np.zeros(len(names), np.int64), checkpoint_dir=ckpt, replicas=replicas)
-    nan = lambda a: [None if not math.isfinite(v) else v for v in a]
-    result = {"seed": job["seed"], "mixtures": names, "eval_domains": res.eval_domains,
-              "val_loss": [nan(r) for r in res.val_loss_MxE.tolist()],
-              "curve_steps": res.curve_steps_S.tolist(),
-              "curve_loss": [[nan(r) for r in s] for s in res.curve_loss_SxMxE.tolist()],
-              "diverged": res.diverged_M.tolist(), "tokens": res.tokens_M.tolist(), "seconds": res.seconds}
-    if leads(replicas):
-        atomic_write_text(job_path(out, j), json.dumps(result) + "\n")
-        shutil.rmtree(ckpt.parent, ignore_errors=True)
-    return result
+    folder = out / "jobs" / f"j{j:03d}"
+    return jobs.Job(store=plan["store"], domains=plan["domains"],
+                    w_MxK=np.array([plan["mixtures"][n] for n in names], np.float64), model=model, train=train,
+                    eval_domains=plan["eval_domains"], proxy_ids=np.zeros(len(names), np.int64),
+                    checkpoint_dir=folder / "ckpt", scratch=folder, header={"seed": job["seed"], "mixtures": names},
+                    late_w_MxK=late, late_fraction=plan["final_fraction"], same_init=True)
+
+
+FINAL = jobs.Stage(name="final run", record="plan.json", jobs="jobs", folder="jobs", result=job_path, job=plan_job,
+                   fields=("val_loss", "curve_steps", "curve_loss", "diverged", "tokens", "seconds"),
+                   worker="proxies.final:work")
+
+
+def work(args: list[str]) -> int:
+    """Body of a pool worker (proxies.pool): `OUT J...` trains the jobs J of the plan in OUT."""
+    return jobs.work(FINAL, args)
 
 
 def collect(out: str | Path) -> dict:
@@ -126,33 +119,14 @@ def collect(out: str | Path) -> dict:
 
 def run_final(plan: dict, out: str | Path, workers: int = 1) -> dict:
     """Train (or resume) every job of `plan` into `out`; returns `collect(out)`."""
-    from proxies.workers import enable_compile_cache, run_workers
-
     out = Path(out)
-    with locked(out):
+    with locked(out, "final run"):
         path = out / "plan.json"
         if path.exists() and json.loads(path.read_text()) != json.loads(json.dumps(plan)):
             shutil.rmtree(out / "jobs", ignore_errors=True)  # a different plan: its results are stale
         atomic_write_text(path, json.dumps(plan, indent=1) + "\n")
         (out / "jobs").mkdir(exist_ok=True)
-        todo = [j for j in range(len(plan["jobs"])) if not job_path(out, j).exists()]
-        workers = min(max(workers, 1), len(plan["jobs"])) if todo else 0  # fixed by the plan
-        if workers == 1:
-            enable_compile_cache(out / ".jax_cache")
-            for j in todo:
-                train_job(out, j, plan)
-        elif workers > 1:
-            run_workers("proxies.final", out, todo, workers, out / "jobs", what="final-run worker",
-                        batch=plan["train"]["batch"])
+        # workers fixed by the plan; a lone job trains in this process (its batch is never split)
+        jobs.run_jobs(FINAL, out, plan, jobs.unfinished(FINAL, out, plan), min(max(workers, 1), len(plan["jobs"])),
+                      plan["train"]["batch"])
     return collect(out)
-
-
-def main(argv: list[str]) -> int:
-    from proxies.workers import worker_main
-
-    return worker_main(argv, "plan.json", train_job)
-
-
-if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    sys.exit(main(sys.argv[1:]))

@@ -12,17 +12,18 @@ Multi-host: call `jax.distributed.initialize()` on every host before `train_mixt
 `jax.devices()` then lists all hosts' devices, the default mesh spans them, every host builds the
 same global batch (a pure function of the seed and the step) and `jax.device_put` keeps each host's
 shards; per-proxy losses come back to every host through `to_host`. Between CPU hosts the
-collectives go over gloo (TCP). tests/test_proxies_mesh.py runs this path with two processes on one
+collectives go over gloo (TCP). tests/proxies/test_mesh.py runs this path with two processes on one
 machine and gets the results of one process. On CPUs prefer giving each host its own groups of a
-sweep (`python -m proxies.workers`), which needs no collective setup; within one machine a group
-with several cores runs as replica processes (proxies.replicas), which split its batches faster
-than the host devices of one process do.
+sweep (pool workers, see proxies.sweep), which needs no collective setup; within one machine a
+group with several cores runs as replica processes (proxies.replicas), which split its batches
+faster than the host devices of one process do.
 """
 
 from __future__ import annotations
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 AXIS = "proxies"
@@ -59,8 +60,6 @@ def to_host(x: jax.Array) -> np.ndarray:
     """A (possibly multi-host) array as numpy on this host."""
     if getattr(x, "is_fully_addressable", True):
         return np.asarray(x)
-    from jax.experimental import multihost_utils
-
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 

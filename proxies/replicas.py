@@ -102,9 +102,9 @@ def _recv(sock: socket.socket, n: int, peer: int) -> bytes:
     return buf
 
 
-def from_env(env: dict | None = None) -> Replicas | None:
-    """The replica set this process was started in (by `launch`), or None."""
-    text = (os.environ if env is None else env).get(ENV, "")
+def from_env() -> Replicas | None:
+    """The replica set this process was started in (with the `env` of a `Launch`), or None."""
+    text = os.environ.get(ENV, "")
     if not text:
         return None
     rank, world, memfd, socks = text.split(":")

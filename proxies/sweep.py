@@ -15,28 +15,34 @@ data stream of a proxy is a pure function of (seed, run index, step), so the tab
 an uninterrupted run.
 
 Library entry point: `run_sweep(cfg: SweepConfig, out, *, where="config", force=False,
-workers=None, progress=True) -> Path` (the path of metrics.csv).
+workers=None, progress=True) -> Path` (the path of metrics.csv). Each group is a job of
+proxies.jobs; to spread a sweep over hosts, run `python -m proxies.pool CORES 0 proxies.sweep:work
+DIR G...` (parent 0: none) with disjoint groups on each host sharing DIR.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import math
-import os
 import shutil
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import jax
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
+from proxies import jobs
 from proxies.config import ModelConfig, SweepConfig, TrainConfig, preset
-from proxies.replicas import leads
+from proxies.model import count_params
 from regmix.config import from_dict, to_dict
 from regmix.corpus.store import TokenStore
 from regmix.errors import RegmixError
+from regmix.files import atomic_write_text, locked, usable_cores
+from regmix.sample import SamplerConfig, sample_mixtures
+from regmix.space import MixtureSpace
 
 PROCESS_OVERHEAD_BYTES = 0.6e9  # one JAX process before any proxy (runtime, compiled code, data)
 ACTIVATION_FACTOR = 2.2  # measured peak RSS / the activation count below (XLA buffers, malloc slack:
@@ -47,20 +53,13 @@ def run_id(i: int) -> str:
     return f"p{i:04d}"
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def atomic_write_csv(path: Path, frame: pd.DataFrame) -> None:
+def write_csv(path: Path, frame: pd.DataFrame) -> None:
+    """A table as the sweep writes it (NaN spelled out), atomically."""
     atomic_write_text(path, frame.to_csv(index=False, na_rep="NaN"))
 
 
 def proxy_bytes(cfg: ModelConfig, vocab: int, train: TrainConfig) -> float:
     """Rough peak bytes of one proxy in a vmapped group: state, gradients and saved activations."""
-    from proxies.model import count_params
-
     b, t, d, n = train.batch, train.seq_len, cfg.d_model, cfg.attn_blocks
     params = count_params(cfg, vocab)["total"]
     attn = cfg.n_heads * t * t * (n + 1) / (2 * n) * 2  # probabilities and their gradient
@@ -82,23 +81,9 @@ def plan_groups(n: int, workers: int, budget_bytes: float, per_proxy: float, gro
 
 def default_workers() -> int:
     """One worker per core on CPUs; one process (whose mesh spans the devices) on accelerators."""
-    import jax
-
     if jax.default_backend() != "cpu":
         return 1
-    return len(os.sched_getaffinity(0))
-
-
-@contextmanager
-def locked(out: Path):
-    """Exclusive lock on the output folder (released by the kernel if the process dies)."""
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / ".lock", "w") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RegmixError(f"{out}: another sweep is running in this folder") from None
-        yield
+    return usable_cores()
 
 
 def _store_identity(store: TokenStore) -> dict:
@@ -129,9 +114,6 @@ def _check_domains(cfg: SweepConfig, store: TokenStore, where: str) -> tuple[lis
 
 def sample(cfg: SweepConfig, store: TokenStore, domains: list[str]) -> np.ndarray:
     """The sweep's mixtures w_NxK over `domains` (prior: natural token shares)."""
-    from regmix.sample import SamplerConfig, sample_mixtures
-    from regmix.space import MixtureSpace
-
     natural = store.natural_weights()
     prior = np.array([natural[d] for d in domains])
     if prior.sum() <= 0:
@@ -161,7 +143,7 @@ def _difference(old: dict, new: dict, path: str = "") -> str:
     return ""
 
 
-def prepare(cfg: SweepConfig, out: Path, where: str, force: bool = False, workers: int | None = None) -> dict:
+def create_sweep(cfg: SweepConfig, out: Path, where: str, force: bool = False, workers: int | None = None) -> dict:
     """Create or check DIR/sweep.json and DIR/mixtures.csv; returns the sweep record."""
     store = TokenStore.open(cfg.store)
     train_domains, eval_domains = _check_domains(cfg, store, where)
@@ -191,8 +173,8 @@ def prepare(cfg: SweepConfig, out: Path, where: str, force: bool = False, worker
                   workers=workers)
     frame = pd.DataFrame(w, columns=train_domains)
     frame.insert(0, "run", ids)
-    atomic_write_csv(out / "mixtures.csv", frame)
-    atomic_write_text(path, json.dumps(record, indent=1) + "\n")
+    write_csv(out / "mixtures.csv", frame)
+    atomic_write_text(path, json.dumps(record, indent=1) + "\n")  # not json_safe: an lr_scale may be inf
     return record
 
 
@@ -200,44 +182,29 @@ def group_dir(out: Path, g: int) -> Path:
     return out / "groups" / f"g{g:04d}"
 
 
-def train_group(out: Path, g: int, record: dict | None = None, mesh=None, replicas=None) -> dict:
-    """Train group g of the sweep in DIR (resuming its checkpoint) and write its result.json
-    (`replicas`: one of several processes splitting the group's batches; rank 0 writes)."""
-    from proxies.train import train_mixtures
-
-    record = record or json.loads((out / "sweep.json").read_text())
+def group_job(out: Path, record: dict, g: int) -> jobs.Job:
+    """Group g of the sweep in `out` as a job of proxies.jobs."""
     cfg = from_dict(SweepConfig, record["config"], where=str(out / "sweep.json"))
     members = record["groups"][g]
     mixtures = pd.read_csv(out / "mixtures.csv")
-    w = mixtures[record["train_domains"]].to_numpy(np.float64)[members]
     ids = [run_id(i) for i in members]
-    scale = np.array([cfg.lr_scale.get(r, 1.0) for r in ids])
     gdir = group_dir(out, g)
-    gdir.mkdir(parents=True, exist_ok=True)
-    last = [0.0]
+    return jobs.Job(store=cfg.store, domains=record["train_domains"],
+                    w_MxK=mixtures[record["train_domains"]].to_numpy(np.float64)[members], model=cfg.model,
+                    train=cfg.train, eval_domains=record["eval_domains"], proxy_ids=np.array(members),
+                    lr_scale_M=np.array([cfg.lr_scale.get(r, 1.0) for r in ids]), checkpoint_dir=gdir / "ckpt",
+                    scratch=gdir / "ckpt", header={"runs": ids}, progress=gdir / "progress.json")
 
-    def on_step(step: int, tokens: int) -> None:
-        now = time.monotonic()
-        if now - last[0] > 1.0 or step == cfg.train.steps:
-            last[0] = now
-            atomic_write_text(gdir / "progress.json", json.dumps({"step": step, "tokens": tokens * len(ids)}))
 
-    res = train_mixtures(TokenStore.open(cfg.store), record["train_domains"], w, model=cfg.model,
-                         train=cfg.train, eval_domains=record["eval_domains"], proxy_ids=np.array(members),
-                         lr_scale_M=scale, checkpoint_dir=gdir / "ckpt", mesh=mesh,
-                         on_step=on_step if leads(replicas) else None, replicas=replicas)
-    nan = lambda a: [None if not math.isfinite(v) else v for v in a]
-    result = {"runs": ids, "eval_domains": res.eval_domains,
-              "val_loss": [nan(r) for r in res.val_loss_MxE.tolist()],
-              "bpb": [nan(r) for r in res.bpb_MxE.tolist()],
-              "curve_steps": res.curve_steps_S.tolist(),
-              "curve_loss": [[nan(r) for r in s] for s in res.curve_loss_SxMxE.tolist()],
-              "diverged": res.diverged_M.tolist(), "steps": res.steps_M.tolist(),
-              "tokens": res.tokens_M.tolist(), "seconds": res.seconds}
-    if leads(replicas):
-        atomic_write_text(gdir / "result.json", json.dumps(result) + "\n")
-        shutil.rmtree(gdir / "ckpt", ignore_errors=True)  # the result is the durable record now
-    return result
+SWEEP = jobs.Stage(name="sweep", record="sweep.json", jobs="groups", folder="groups",
+                   result=lambda out, g: group_dir(out, g) / "result.json", job=group_job,
+                   fields=("val_loss", "bpb", "curve_steps", "curve_loss", "diverged", "steps", "tokens", "seconds"),
+                   worker="proxies.sweep:work")
+
+
+def work(args: list[str]) -> int:
+    """Body of a pool worker (proxies.pool): `OUT G...` trains the groups G of the sweep in OUT."""
+    return jobs.work(SWEEP, args)
 
 
 def finished_groups(out: Path, record: dict) -> dict[int, dict]:
@@ -270,23 +237,63 @@ def write_tables(out: Path, record: dict) -> int:
     columns = ["run"] + [f"{d}_{m}" for d in record["eval_domains"] for m in ("val_loss", "bpb")]
     metrics = pd.DataFrame(rows, columns=columns + ["mean_val_loss", "mean_bpb"]).sort_values("run")
     status_frame = pd.DataFrame(status, columns=["run", "status", "steps", "tokens", "seconds"]).sort_values("run")
-    atomic_write_csv(out / "metrics.csv", metrics)
-    atomic_write_csv(out / "status.csv", status_frame)
+    write_csv(out / "metrics.csv", metrics)
+    write_csv(out / "status.csv", status_frame)
     return len(rows)
+
+
+def _progress_tokens(out: Path, record: dict) -> int:
+    total = 0
+    for g in range(len(record["groups"])):
+        path = group_dir(out, g) / "progress.json"
+        try:
+            total += int(json.loads(path.read_text())["tokens"])
+        except (OSError, ValueError, KeyError):
+            pass
+    return total
+
+
+@contextmanager
+def progress_bar(out: Path, record: dict, progress: bool = True):
+    """A tqdm bar of finished proxies with tokens per second and an ETA; yields `refresh()`, which
+    also rebuilds the tables when a group has finished."""
+    n_total = sum(len(g) for g in record["groups"])
+    done = finished_groups(out, record)
+    bar = tqdm(total=n_total, initial=sum(len(record["groups"][g]) for g in done), unit="proxy",
+               disable=not progress, dynamic_ncols=True)
+    t0, tok0 = time.monotonic(), _progress_tokens(out, record)
+    cfg = record["config"]["train"]
+    all_tokens = n_total * cfg["steps"] * cfg["batch"] * cfg["seq_len"]
+
+    def refresh() -> None:
+        nonlocal done
+        now = finished_groups(out, record)
+        if len(now) != len(done):
+            write_tables(out, record)
+            bar.update(sum(len(record["groups"][g]) for g in now if g not in done))
+            done = now
+        tokens = _progress_tokens(out, record)
+        rate = (tokens - tok0) / max(time.monotonic() - t0, 1e-9)
+        eta = (all_tokens - tokens) / rate if rate > 0 else float("nan")
+        bar.set_postfix_str(f"{rate:,.0f} tok/s, ETA {eta / 60:.1f} min", refresh=True)
+
+    try:
+        yield refresh
+    finally:
+        bar.close()
 
 
 def run_sweep(cfg: SweepConfig, out: str | Path, *, where: str = "config", force: bool = False,
               workers: int | None = None, progress: bool = True) -> Path:
     """Run (or resume) a sweep into `out`; returns the path of metrics.csv."""
-    from proxies.workers import run_groups
-
     out = Path(out)
-    with locked(out):
-        record = prepare(cfg, out, where, force=force, workers=workers)
+    with locked(out, "sweep"):
+        record = create_sweep(cfg, out, where, force=force, workers=workers)
         workers = workers or cfg.run.workers or default_workers()
         write_tables(out, record)
-        todo = [g for g in range(len(record["groups"])) if g not in finished_groups(out, record)]
+        todo = jobs.unfinished(SWEEP, out, record)
         if todo:
-            run_groups(out, record, todo, workers, progress=progress)
+            with progress_bar(out, record, progress) as refresh:
+                jobs.run_jobs(SWEEP, out, record, todo, workers, record["config"]["train"]["batch"], tick=refresh)
         write_tables(out, record)
     return out / "metrics.csv"

@@ -14,6 +14,7 @@ Library API (the sweep and the demo's final runs both call it)::
         checkpoint_dir: Path | None = None,         # resumable: orbax state + data position
         mesh: Mesh | None = None,                   # default: all devices (proxies.mesh)
         on_step: Callable[[int, int], None] | None = None,   # (steps done, tokens done)
+        replicas: Replicas | None = None,           # one of several processes splitting the batches
     ) -> TrainResult
 
 `TrainResult` holds per-domain validation losses (nats per token) and bits per byte at the end
@@ -34,7 +35,6 @@ import dataclasses
 import functools
 import hashlib
 import json
-import math
 import time
 from pathlib import Path
 from typing import Callable, NamedTuple
@@ -57,6 +57,7 @@ from proxies.replicas import Replicas, leads
 from regmix.config import to_dict
 from regmix.corpus.store import TokenStore
 from regmix.errors import RegmixError
+from regmix.files import json_safe
 
 
 class TrainState(NamedTuple):
@@ -278,8 +279,8 @@ def train_mixtures(store: TokenStore, domains: list[str], w_MxK: np.ndarray, *, 
         loss_MxE, bpb_MxE = evaluator(state.params)
         loss_MxE[diverged], bpb_MxE[diverged] = np.nan, np.nan
         rec["curve_steps"].append(step)
-        rec["curve_loss"].append(_json_floats(loss_MxE))
-        rec["curve_bpb"].append(_json_floats(bpb_MxE))
+        rec["curve_loss"].append(json_safe(loss_MxE.tolist()))  # the checkpoint's JSON record
+        rec["curve_bpb"].append(json_safe(bpb_MxE.tolist()))
 
     def settle(done: int, loss_M) -> None:
         """Record the losses of step `done` (read one step late: the next step is already queued,
@@ -328,8 +329,3 @@ def train_mixtures(store: TokenStore, domains: list[str], w_MxK: np.ndarray, *, 
         curve_bpb_SxMxE=curve_bpb, diverged_M=diverged, steps_M=steps_M,
         tokens_M=steps_M * tokens_per_step, seconds=time.perf_counter() - t0,
         params=jax.tree.map(lambda x: x[:m], state.params))
-
-
-def _json_floats(a: np.ndarray) -> list:
-    """NaN-free nested lists for the JSON record (None stands for NaN)."""
-    return [[None if not math.isfinite(v) else float(v) for v in row] for row in a.tolist()]

@@ -27,7 +27,7 @@ def run(args) -> int:
     require_jax_side("sweep")
     from proxies.config import SweepConfig
     from proxies.sweep import run_sweep
-    from proxies.workers import enable_compile_cache
+    from proxies.pool import enable_compile_cache
     from regmix.config import load_config
     from regmix.corpus.prepare import ensure_store
 

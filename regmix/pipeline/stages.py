@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 
 from proxies.final import make_plan, run_final
-from proxies.sweep import default_workers, prepare as create_sweep, run_sweep
-from proxies.workers import enable_compile_cache
+from proxies.pool import enable_compile_cache
+from proxies.sweep import create_sweep, default_workers, run_sweep
 from proxies.config import SweepConfig
 from regmix.config import to_dict
 from regmix.corpus.prepare import prepare

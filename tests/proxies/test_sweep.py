@@ -105,7 +105,7 @@ def test_bad_input(env, reference, tmp_path, capsys):
     code, err = run_with({"n_proxy": 3})
     assert code == 2 and "n_proxy" in err
     code, err = run_with({"store": str(tmp_path / "missing")})
-    assert code == 2 and "no token store" in err
+    assert code == 2 and "token store" in err
     code, err = run_with({"train": {**TRAIN, "seq_len": 1024}})
     assert code == 2 and "longer than the valid split" in err and "train.seq_len" in err
     code, err = run_with({"seed": 5}, out=reference)  # a different sweep in the output folder

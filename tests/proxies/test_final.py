@@ -1,0 +1,62 @@
+"""Final runs through the job runner: results collected, checkpoints cleared, resumes skip finished
+jobs, a schedule's late mixture is applied, plan.json keeps its on-disk keys."""
+
+import json
+
+import numpy as np
+import pytest
+
+from proxies.config import PRESETS, TrainConfig
+from proxies.final import collect, job_path, make_plan, run_final
+from regmix.corpus.store import write_store
+from regmix.errors import RegmixError
+
+TRAIN = TrainConfig(steps=8, batch=4, seq_len=16, lr=3e-3, warmup_steps=2, block_steps=4, eval_every=4,
+                    eval_windows=2, eval_batch=2, checkpoint_every=4)
+MIXTURES = {"a_only": {"a": 1.0}, "even": {"a": 0.5, "b": 0.5}}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    arrays = {d: ((rng.integers(0, 2, 2000) * p + rng.integers(0, 10, 2000)) % 256, rng.integers(0, 256, 200))
+              for d, p in (("a", 3), ("b", 100))}
+    return write_store(tmp_path_factory.mktemp("store"), arrays, vocab_size=257, eod_id=256)
+
+
+def plan_for(store, **kw):
+    return make_plan(store.path, ["a", "b"], MIXTURES, model=PRESETS["tiny"], train=TRAIN, seeds=[0],
+                     eval_domains=["a", "b"], **kw)
+
+
+def test_final_runs_collect_clear_and_resume(store, tmp_path):
+    plan = plan_for(store, late_mixtures={"even": {"b": 1.0}}, late_fraction=0.5)
+    assert plan["final_mixtures"] == {"even": [0.0, 1.0]} and plan["final_fraction"] == 0.5  # on-disk keys
+    runs = run_final(plan, tmp_path, workers=1)
+    assert set(runs) == set(MIXTURES) and all(set(r) == {0} for r in runs.values())
+    for name, by_seed in runs.items():
+        r = by_seed[0]
+        assert not r["diverged"] and r["curve_steps"] == [0, 4, 8] and set(r["val_loss"]) == {"a", "b"}
+        assert r["curve_loss"]["a"][-1] == r["val_loss"]["a"]
+    assert not (tmp_path / "jobs" / "j000").exists()  # the checkpoint went with the finished job
+    result = json.loads(job_path(tmp_path, 0).read_text())
+    assert list(result) == ["seed", "mixtures", "eval_domains", "val_loss", "curve_steps", "curve_loss",
+                            "diverged", "tokens", "seconds"]
+    mtime = job_path(tmp_path, 0).stat().st_mtime_ns
+    assert run_final(plan, tmp_path, workers=1) == runs and job_path(tmp_path, 0).stat().st_mtime_ns == mtime
+    # without the schedule: the same curves up to the switch at step 4 (same init and data), other ones after
+    plain = run_final(plan_for(store), tmp_path / "plain", workers=1)
+    for name in MIXTURES:
+        for d in ("a", "b"):
+            assert plain[name][0]["curve_loss"][d][:2] == runs[name][0]["curve_loss"][d][:2]
+            assert plain[name][0]["curve_loss"][d][2] != runs[name][0]["curve_loss"][d][2]
+    assert collect(tmp_path) == runs
+
+
+def test_plan_checks():
+    with pytest.raises(RegmixError, match="late_fraction must be in"):
+        make_plan("s", ["a"], {"x": {"a": 1.0}}, model=PRESETS["tiny"], train=TRAIN, seeds=[0], eval_domains=["a"],
+                  late_fraction=1.0)
+    with pytest.raises(RegmixError, match="schedule for unknown mixture 'y'"):
+        make_plan("s", ["a"], {"x": {"a": 1.0}}, model=PRESETS["tiny"], train=TRAIN, seeds=[0], eval_domains=["a"],
+                  late_mixtures={"y": {"a": 1.0}}, late_fraction=0.2)
