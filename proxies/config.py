@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 from regmix.errors import RegmixError
+from regmix.sample import Method
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,7 @@ class SweepConfig:
     store: Path
     n_proxies: int = 64
     model: str = "1m"
-    sampler: Literal["regmix", "uniform", "sobol"] = "regmix"
+    sampler: Method = "regmix"
     train_domains: list[str] | None = None  # default: every store domain
     eval_domains: list[str] | None = None  # default: every store domain (held-out ones included)
     bounds: dict[str, tuple[float, float]] = field(default_factory=dict)

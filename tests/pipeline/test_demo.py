@@ -171,10 +171,10 @@ def test_final_plan_pairs_seeds_and_checks_schedule():
     # 3 seeds on 2 workers: each seed's mixtures split in 2 jobs, every (seed, mixture) once
     pairs = sorted((j["seed"], m) for j in plan["jobs"] for m in j["mixtures"])
     assert pairs == sorted((s, m) for s in (0, 1, 2) for m in mix) and len(plan["jobs"]) == 6
-    sched = make_plan("store", ["x", "y"], mix, seeds=[0], final_mixtures={"a": {"y": 1.0}}, final_fraction=0.2, **kw)
+    sched = make_plan("store", ["x", "y"], mix, seeds=[0], late_mixtures={"a": {"y": 1.0}}, late_fraction=0.2, **kw)
     assert sched["final_mixtures"] == {"a": [0.0, 1.0]} and sched["final_fraction"] == 0.2
     with pytest.raises(RegmixError, match="unknown mixture"):
-        make_plan("store", ["x", "y"], mix, seeds=[0], final_mixtures={"z": {"y": 1.0}}, final_fraction=0.2, **kw)
+        make_plan("store", ["x", "y"], mix, seeds=[0], late_mixtures={"z": {"y": 1.0}}, late_fraction=0.2, **kw)
     with pytest.raises(RegmixError, match="repeated seed"):
         make_plan("store", ["x", "y"], mix, seeds=[0, 0], **kw)
 
