@@ -18,7 +18,7 @@ from typing import Literal, get_args
 import numpy as np
 
 from regmix.errors import RegmixError
-from regmix.space import MixtureSpace
+from regmix.space import FEASIBILITY_TOL, MixtureSpace
 
 Method = Literal["regmix", "uniform", "sobol"]
 STREAMS = 4
@@ -66,7 +66,7 @@ def sample_mixtures(
         if method == "sobol":
             w = _draw_sobol(space, batch, rng, sobol_state)
             drawn += len(w)
-            w = w[space.feasible_N(w)]
+            w = w[space.feasible_N(w, tol=FEASIBILITY_TOL)]  # off the grid: feasible to rounding, not to 1e-6
         else:
             def stream(child):
                 part = draw(space, -(-batch // STREAMS), child, config)

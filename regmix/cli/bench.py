@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from regmix.cli import command_parser, require_jax_side
+from regmix.errors import RegmixError
 
 
 def register(sub) -> None:
@@ -30,7 +31,6 @@ def run(args) -> int:
     require_jax_side("bench")
     from proxies.bench import run_bench
     from proxies.config import preset
-    from regmix.errors import RegmixError
 
     preset(args.preset)
     for name in ("n_proxies", "batch", "seq_len", "steps"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from regmix.cli import command_parser, require_jax_side
 
 DEFAULT_CONFIG = "demo"  # presets shipped in regmix/configs
@@ -26,8 +28,6 @@ def config_path(args) -> str:
 
 def run(args) -> int:
     require_jax_side("demo")
-    import json
-
     from regmix.pipeline import load_pipeline_config, run_pipeline
 
     cfg = load_pipeline_config(config_path(args), args.seeds)

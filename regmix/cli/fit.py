@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from regmix.cli import command_parser
+from regmix.errors import RegmixError
 from regmix.regress.fit import FitConfig, fit_sweep, save_fit
 from regmix.regress.kinds import MODEL_KINDS
 from regmix.report_text import cv_table
@@ -32,8 +33,6 @@ def register(sub) -> None:
 def run(args) -> int:
     targets = args.target or ([EMBEDDED_TARGET] if args.mixtures is None else None)
     if not targets:
-        from regmix.errors import RegmixError
-
         raise RegmixError("--target is required with --mixtures/--metrics")
     mixtures, y, names = load_sweep(args.mixtures, args.metrics, targets, args.renormalize)
     model, oof = fit_sweep(mixtures, y, names, args.model, args.folds, args.seed, progress=not args.no_progress)

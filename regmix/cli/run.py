@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from regmix.cli import command_parser, require_jax_side
+from regmix.errors import RegmixError
 
 
 def register(sub) -> None:
@@ -20,7 +21,6 @@ def register(sub) -> None:
 
 def run(args) -> int:
     require_jax_side("run")
-    from regmix.errors import RegmixError
     from regmix.pipeline import STAGES, load_pipeline_config, run_stage
 
     if args.stage not in STAGES:

@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 
 from regmix.cli import command_parser, require_jax_side
+from regmix.config import load_config
+from regmix.corpus.prepare import ensure_store
 
 
 def register(sub) -> None:
@@ -28,8 +30,6 @@ def run(args) -> int:
     from proxies.config import SweepConfig
     from proxies.sweep import run_sweep
     from proxies.pool import enable_compile_cache
-    from regmix.config import load_config
-    from regmix.corpus.prepare import ensure_store
 
     overrides = {}
     if args.store:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from regmix.corpus.demo import resolve_corpus
 from regmix.corpus.readers import STORE_MARKER, DomainSource, ReadStats, content_hash, discover, iter_domain
@@ -211,7 +212,6 @@ def _reusable(out: Path, name: str, source_hash: str, dtype: str) -> dict | None
 
 
 def _tokenize_domain(src, out, tok, dtype, valid_fraction, text_field, source_hash, progress) -> dict:
-    from tqdm import tqdm
 
     folder = out / src.name
     folder.mkdir(parents=True, exist_ok=True)

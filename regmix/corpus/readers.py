@@ -17,6 +17,7 @@ from __future__ import annotations
 import bz2
 import codecs
 import gzip
+import hashlib
 import json
 import lzma
 import re
@@ -259,7 +260,6 @@ def iter_domain(files: list[Path], stats: ReadStats, text_field: str = "text") -
 
 def content_hash(files: list[Path], root: Path | None = None, h=None) -> str:
     """sha256 over the files' relative names and contents (what decides whether to re-tokenize)."""
-    import hashlib
 
     h = h or hashlib.sha256()
     for path in files:

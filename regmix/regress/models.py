@@ -21,6 +21,7 @@ from scipy.optimize import least_squares
 from regmix.errors import RegmixError
 
 from regmix.regress.kinds import MODEL_KINDS
+from regmix.regress.compiled import compiled_predictor
 
 
 def lightgbm_params(n: int, seed: int, threads: int = 1) -> dict:
@@ -81,7 +82,6 @@ class LightGBMModel:
         a first pass over many candidates. Large inputs run on compiled trees when possible."""
         boosters = self.boosters[:1] if screen else self.boosters
         if len(w_NxK) >= 10_000:
-            from regmix.regress.compiled import compiled_predictor
 
             if self._compiled is None:
                 self._compiled = {}

@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from regmix.errors import RegmixError
 from regmix.sample import METHODS, SamplerConfig, sample_mixtures
@@ -31,6 +31,7 @@ def _space(k, seed, bounded, capped):
     bounded=st.booleans(),
     capped=st.booleans(),
 )
+@example(k=6, seed=48, method="sobol", bounded=False, capped=True)  # sobol rows 9e-8 over a cap, kept at tol 1e-6
 def test_samples_are_feasible(k, seed, method, bounded, capped):
     space = _space(k, seed, bounded, capped)
     if space is None:  # random bounds left no feasible mixture: covered by its own test
