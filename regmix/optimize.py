@@ -124,7 +124,7 @@ def optimize(
     objective = Objective(model, weights_T, space.prior_K, config.kl_strength)
     rng = np.random.default_rng(config.seed)
 
-    candidates = sample_mixtures(space, config.samples, rng, config.sampler, threads=usable_cores())
+    candidates = sample_mixtures(space, config.samples, rng, config.sampler, threads=usable_cores(), allow_fewer=True)
     scores = np.empty(len(candidates))
     with tqdm(total=len(candidates), desc="score candidates", unit="mix", unit_scale=True, disable=not progress, leave=False) as bar:
         for lo in range(0, len(candidates), CHUNK):

@@ -11,6 +11,7 @@ All take a `numpy.random.Generator`; nothing touches global random state.
 
 from __future__ import annotations
 
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal, get_args
@@ -46,12 +47,14 @@ def sample_mixtures(
     config: SamplerConfig = SamplerConfig(),
     max_rounds: int = 200,
     threads: int = 1,
+    allow_fewer: bool = False,
 ) -> np.ndarray:
     """Draw `n` feasible mixtures `w_NxK` (rows on the simplex, inside bounds and caps).
 
     Each round's draw is split into STREAMS independent child generators, whatever `threads` is,
     so the result depends on the seed alone; `threads` only runs the streams in parallel (numpy
-    releases the GIL while it draws)."""
+    releases the GIL while it draws). Where the grid holds fewer distinct feasible mixtures than `n`,
+    `allow_fewer` returns all the sampler reaches, with a warning; otherwise that is an error."""
     if method not in METHODS:
         raise RegmixError(f"unknown sampler '{method}' (choices: {', '.join(METHODS)})")
     if n <= 0:
@@ -59,7 +62,7 @@ def sample_mixtures(
     draw = {"regmix": _draw_regmix, "uniform": _draw_uniform, "sobol": _draw_sobol}[method]
     kept: list[np.ndarray] = []
     dedupe = config.dedupe and bool(config.round_to) and method != "sobol"
-    have, drawn, accepted = 0, 0, 0
+    have, drawn, accepted, stalled = 0, 0, 0, 0
     batch = max(1024, int(n * 1.1))
     sobol_state = {"engine": None}
     for _ in range(max_rounds):
@@ -86,9 +89,16 @@ def sample_mixtures(
         kept.append(w)
         if dedupe:
             kept = [_unique_rows(np.concatenate(kept), config.round_to)]
-        have = sum(len(k) for k in kept)
+        before, have = have, sum(len(k) for k in kept)
         if have >= n:
             break
+        stalled = stalled + 1 if dedupe and have - before < max(1, n // 1000) else 0
+        if stalled >= 2 and not allow_fewer:
+            break
+        if stalled >= 2 and allow_fewer:  # the grid holds no more distinct mixtures the sampler reaches
+            warnings.warn(f"only {have:,} distinct feasible mixtures exist on the {config.round_to:g} grid for "
+                          f"these {space.k} domains, bounds and caps (of {n:,} asked for): using all of them")
+            return np.concatenate(kept)
         rate = max(have / max(drawn, 1), 1e-4)
         batch = int(min(max(1024, 1.2 * (n - have) / rate), 4 * n + 1024))
     out = np.concatenate(kept)[:n] if kept else np.zeros((0, space.k))

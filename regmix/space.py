@@ -191,6 +191,23 @@ class MixtureSpace:
         return out
 
 
+def _partial_prior(given: dict, domains: list[str], prior_K, where: str, per_domain) -> np.ndarray:
+    """The listed shares as given; the domains left out share the rest in the runs' proportions."""
+    prior = per_domain(given, "prior", 0.0)
+    rest = [i for i, d in enumerate(domains) if d not in given]
+    if not rest:
+        return prior
+    if prior_K is None:
+        raise RegmixError(f"{where}: prior: no share for {', '.join(domains[i] for i in rest[:5])}: list every domain")
+    left = 1.0 - prior.sum()
+    base = np.asarray(prior_K, np.float64)[rest]
+    if left <= 0 or base.sum() <= 0:
+        raise RegmixError(f"{where}: prior: the listed shares sum to {prior.sum():.4g}, leaving nothing for the "
+                          f"{len(rest)} unlisted domain(s) ({', '.join(domains[i] for i in rest[:5])})")
+    prior[rest] = left * base / base.sum()
+    return prior
+
+
 def load_space(path: str | Path, domains: list[str], prior_K: np.ndarray | None = None) -> MixtureSpace:
     """Read a space YAML for a model that knows `domains`; keys it leaves out come from the model."""
     where = str(path)
@@ -213,7 +230,7 @@ def space_from_spec(spec: SpaceFile, domains: list[str], prior_K: np.ndarray | N
         return values
 
     if spec.prior is not None:
-        prior = per_domain(spec.prior, "prior", 0.0)
+        prior = _partial_prior(spec.prior, domains, prior_K, where, per_domain)
     elif prior_K is not None:
         prior = np.asarray(prior_K, np.float64)
     else:

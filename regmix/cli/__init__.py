@@ -13,6 +13,7 @@ import importlib.util
 import sys
 import warnings
 
+from regmix import __version__
 from regmix.errors import RegmixError
 
 COMMANDS = ["prepare", "sweep", "fit", "predict", "optimize", "export", "demo", "run", "bench"]
@@ -26,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Run `regmix COMMAND --help` for the flags and an example of each command.",
     )
+    parser.add_argument("--version", action="version", version=f"regmix {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         module_name = f"regmix.cli.{name}"
@@ -69,6 +71,16 @@ def require_jax_side(command: str) -> None:
                           "pip install 'regmix[proxies]'")
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Examples kept as written; a flag with a default shows it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default not in (None, False, argparse.SUPPRESS) and "%(default)" not in text and action.option_strings:
+            text += " (default: %(default)s)"
+        return text
+
+
 def command_parser(sub, name: str, help: str, example: str) -> argparse.ArgumentParser:
     """Add a sub-command whose --help ends with an example."""
     return sub.add_parser(
@@ -76,5 +88,5 @@ def command_parser(sub, name: str, help: str, example: str) -> argparse.Argument
         help=help,
         description=help,
         epilog=f"example:\n  {example}",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )

@@ -21,7 +21,7 @@ def register(sub) -> None:
         "--global-batch-size 512 --sequence-length 2048 --out olmo.yaml",
     )
     p.add_argument("mixture", help="mixture.json from `regmix optimize` (or a {domain: weight} JSON file)")
-    p.add_argument("--format", default="json", choices=FORMATS)
+    p.add_argument("--format", default="json", choices=FORMATS, help="the trainer's format (see README: Exports)")
     p.add_argument("--out", help="file to write (default: standard output); phases go to OUT's name + .base/.late")
     p.add_argument("--path-template", help="data path per domain, e.g. '/data/{domain}_text_document'")
     budget = p.add_argument_group("token budget (tokens and epochs per domain, repetition caps)")

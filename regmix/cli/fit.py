@@ -21,12 +21,12 @@ def register(sub) -> None:
     p.add_argument("--metrics", help="metrics table (CSV/parquet: run id, then metric columns)")
     p.add_argument("--target", action="append", help="metric column, or an unambiguous part of its name; "
                    f"repeat for several (default: {EMBEDDED_TARGET} on the embedded table)")
-    p.add_argument("--model", default=FitConfig.kind, choices=MODEL_KINDS)
-    p.add_argument("--folds", type=int, default=FitConfig.folds)
-    p.add_argument("--seed", type=int, default=FitConfig.seed)
+    p.add_argument("--model", default=FitConfig.kind, choices=MODEL_KINDS, help="regressor")
+    p.add_argument("--folds", type=int, default=FitConfig.folds, help="cross-validation folds for the out-of-fold scores")
+    p.add_argument("--seed", type=int, default=FitConfig.seed, help="seed of the folds and the models")
     p.add_argument("--renormalize", action="store_true", help="rescale rows whose weights do not sum to 1")
     p.add_argument("--out", required=True, help="directory for model.json, tree files and cv_predictions.csv")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 

@@ -25,13 +25,13 @@ def register(sub) -> None:
     p.add_argument("--top-k", type=int, default=OptimizeConfig.top_k, help="average the k best candidates (RegMix)")
     p.add_argument("--method", choices=["topk", "refine"], default=OptimizeConfig.method,
                    help="topk: mean of the k best; refine: then resample around it for several rounds")
-    p.add_argument("--sampler", choices=METHODS, default=OptimizeConfig.sampler)
+    p.add_argument("--sampler", choices=METHODS, default=OptimizeConfig.sampler, help="how candidates are drawn")
     p.add_argument("--kl", type=float, default=0.0, dest="kl_strength",
                    help="penalty strength on KL(mixture || prior): keeps the answer near the runs")
     p.add_argument("--target-weights", type=float, nargs="+", help="one weight per target of the model")
-    p.add_argument("--seed", type=int, default=OptimizeConfig.seed)
+    p.add_argument("--seed", type=int, default=OptimizeConfig.seed, help="seed of the candidates")
     p.add_argument("--out", required=True, help="mixture.json")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 

@@ -16,7 +16,7 @@ def register(sub) -> None:
     )
     p.add_argument("--model", required=True, help="directory written by `regmix fit`")
     p.add_argument("--mixtures", required=True, help="mixtures table; domains are matched by name")
-    p.add_argument("--renormalize", action="store_true")
+    p.add_argument("--renormalize", action="store_true", help="rescale rows whose weights do not sum to 1")
     p.add_argument("--out", required=True, help="CSV: the table's id column, then `prediction`")
     p.set_defaults(func=run)
 

@@ -183,3 +183,22 @@ def test_console_script_exit_code_and_help():
     for cmd in ("fit", "predict", "optimize", "export"):
         out = subprocess.run([sys.executable, "-m", "regmix", cmd, "--help"], capture_output=True, text=True).stdout
         assert "example:" in out and f"regmix {cmd}" in out
+
+
+def test_version_and_every_flag_has_help(capsys):
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out.strip() == "regmix 0.1.0"
+    from regmix.cli import build_parser
+
+    def flags(parser):
+        for action in parser._actions:
+            if action.option_strings and action.dest != "help":
+                yield parser.prog, action
+            for sub in getattr(action, "choices", None) or {}:
+                if isinstance(action.choices, dict):
+                    yield from flags(action.choices[sub])
+
+    found = list(flags(build_parser()))
+    missing = [f"{prog} {a.option_strings[0]}" for prog, a in found if not a.help]
+    assert len(found) > 40 and not missing, missing

@@ -93,3 +93,18 @@ def test_few_runs_do_not_extrapolate_wildly(kind):
     assert np.all(np.isfinite(pred))
     span = np.ptp(y)
     assert pred.min() > y.min() - 10 * span and pred.max() < y.max() + 10 * span
+
+
+def test_few_runs_and_weak_rankings_are_warned_about():
+    from regmix.regress.fit import warn_if_untrustworthy
+
+    good = {"t": {"spearman": 0.95}}
+    with pytest.warns(UserWarning, match="16 runs for 10 domains: rankings are unreliable under about 40"):
+        warn_if_untrustworthy(good, 16, 10)
+    with pytest.warns(UserWarning, match="t: out-of-fold Spearman 0.33 is weak"):
+        warn_if_untrustworthy({"t": {"spearman": 0.33}}, 512, 17)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_if_untrustworthy(good, 512, 17)  # enough runs, a good ranking: silent

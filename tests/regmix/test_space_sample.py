@@ -98,3 +98,21 @@ def test_space_file_caps(tmp_path):
     f.write_text("max_epochs: 2\ntoken_budget: 1000\ntokens: {a: 100, b: 5000}\n")
     space = load_space(f, ["a", "b"])
     assert np.allclose(space.effective_upper_K, [0.2, 1.0])
+
+
+def test_a_grid_with_fewer_mixtures_than_asked_for_is_used_whole_with_a_warning():
+    """optimize takes what exists (10 min then an error before, for 3 domains and 1M candidates)."""
+    space = MixtureSpace.from_prior(["a", "b"], [0.6, 0.4])  # 1,001 points on the 1e-3 grid
+    with pytest.warns(UserWarning, match=r"only 1,00\d distinct feasible mixtures exist on the 0.001 grid"):
+        w = sample_mixtures(space, 50_000, np.random.default_rng(0), "regmix", allow_fewer=True)
+    assert 990 <= len(w) <= 1001 and len(np.unique(w, axis=0)) == len(w)
+
+
+def test_a_partial_prior_leaves_the_rest_in_the_runs_proportions(tmp_path):
+    path = tmp_path / "space.yaml"
+    path.write_text("prior: {a: 0.5}\n")
+    space = load_space(path, ["a", "b", "c"], np.array([0.2, 0.6, 0.2]))
+    assert np.allclose(space.prior_K / space.prior_K.sum(), [0.5, 0.375, 0.125])
+    path.write_text("prior: {a: 1.0}\n")
+    with pytest.raises(RegmixError, match="leaving nothing for the 2 unlisted domain"):
+        load_space(path, ["a", "b", "c"], np.array([0.2, 0.6, 0.2]))
