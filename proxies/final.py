@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,7 @@ from proxies.config import ModelConfig, TrainConfig
 from regmix.config import from_dict, to_dict
 from regmix.errors import RegmixError
 from regmix.files import atomic_write_text, locked
+from regmix.progress import Progress, eta_note
 
 
 def make_plan(store: str | Path, domains: list[str], mixtures: dict[str, dict[str, float]], *,
@@ -117,7 +119,7 @@ def collect(out: str | Path) -> dict:
     return runs
 
 
-def run_final(plan: dict, out: str | Path, workers: int = 1) -> dict:
+def run_final(plan: dict, out: str | Path, workers: int = 1, progress: bool = True) -> dict:
     """Train (or resume) every job of `plan` into `out`; returns `collect(out)`."""
     out = Path(out)
     with locked(out, "final run"):
@@ -127,6 +129,16 @@ def run_final(plan: dict, out: str | Path, workers: int = 1) -> dict:
         atomic_write_text(path, json.dumps(plan, indent=1) + "\n")
         (out / "jobs").mkdir(exist_ok=True)
         # workers fixed by the plan; a lone job trains in this process (its batch is never split)
-        jobs.run_jobs(FINAL, out, plan, jobs.unfinished(FINAL, out, plan), min(max(workers, 1), len(plan["jobs"])),
-                      plan["train"]["batch"])
+        todo = jobs.unfinished(FINAL, out, plan)
+        bar = Progress("final runs", len(plan["jobs"]), "jobs", initial=len(plan["jobs"]) - len(todo), enabled=progress)
+        t0 = time.monotonic()
+
+        def tick() -> None:
+            left = len(jobs.unfinished(FINAL, out, plan))
+            finished = len(todo) - left  # jobs finish at about the same pace: one ETA from the mean so far
+            bar.update(len(plan["jobs"]) - left, eta_note(finished / (time.monotonic() - t0), left, "job")
+                       if finished else "")
+
+        jobs.run_jobs(FINAL, out, plan, todo, min(max(workers, 1), len(plan["jobs"])), plan["train"]["batch"], tick=tick)
+        bar.close()
     return collect(out)

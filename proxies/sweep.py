@@ -32,7 +32,6 @@ from pathlib import Path
 import jax
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from proxies import jobs
 from proxies.config import ModelConfig, SweepConfig, TrainConfig, preset
@@ -41,6 +40,7 @@ from regmix.config import from_dict, to_dict
 from regmix.corpus.store import TokenStore
 from regmix.errors import RegmixError
 from regmix.files import atomic_write_text, locked, usable_cores
+from regmix.progress import Progress, eta_note
 from regmix.sample import SamplerConfig, sample_mixtures
 from regmix.space import MixtureSpace
 
@@ -255,12 +255,12 @@ def _progress_tokens(out: Path, record: dict) -> int:
 
 @contextmanager
 def progress_bar(out: Path, record: dict, progress: bool = True):
-    """A tqdm bar of finished proxies with tokens per second and an ETA; yields `refresh()`, which
-    also rebuilds the tables when a group has finished."""
+    """Finished proxies with tokens per second and an ETA (a bar on a terminal, plain lines elsewhere);
+    yields `refresh()`, which also rebuilds the tables when a group has finished."""
     n_total = sum(len(g) for g in record["groups"])
     done = finished_groups(out, record)
-    bar = tqdm(total=n_total, initial=sum(len(record["groups"][g]) for g in done), unit="proxy",
-               disable=not progress, dynamic_ncols=True)
+    count = lambda groups: sum(len(record["groups"][g]) for g in groups)
+    bar = Progress("sweep", n_total, "proxies", initial=count(done), enabled=progress)
     t0, tok0 = time.monotonic(), _progress_tokens(out, record)
     cfg = record["config"]["train"]
     all_tokens = n_total * cfg["steps"] * cfg["batch"] * cfg["seq_len"]
@@ -270,12 +270,10 @@ def progress_bar(out: Path, record: dict, progress: bool = True):
         now = finished_groups(out, record)
         if len(now) != len(done):
             write_tables(out, record)
-            bar.update(sum(len(record["groups"][g]) for g in now if g not in done))
             done = now
         tokens = _progress_tokens(out, record)
         rate = (tokens - tok0) / max(time.monotonic() - t0, 1e-9)
-        eta = (all_tokens - tokens) / rate if rate > 0 else float("nan")
-        bar.set_postfix_str(f"{rate:,.0f} tok/s, ETA {eta / 60:.1f} min", refresh=True)
+        bar.update(count(done), eta_note(rate, all_tokens - tokens, "tok"))
 
     try:
         yield refresh

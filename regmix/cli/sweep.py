@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import time
 from pathlib import Path
+
+import pandas as pd
 
 from regmix.cli import command_parser, require_jax_side
 from regmix.config import load_config
@@ -40,7 +43,11 @@ def run(args) -> int:
     store = ensure_store(cfg.store, Path(args.out) / "store", cfg.train.seq_len, log=sys.stderr)
     cfg = dataclasses.replace(cfg, store=store)
     enable_compile_cache(Path(args.out) / ".jax_cache")
+    t0 = time.perf_counter()
     metrics = run_sweep(cfg, args.out, where=args.config, force=args.force, workers=args.workers,
                         progress=not args.quiet)
-    print(metrics)
+    status = pd.read_csv(Path(args.out) / "status.csv")
+    bad = int((status["status"] != "ok").sum())
+    print(f"sweep: {len(status)} proxies ({bad} diverged) in {time.perf_counter() - t0:.0f} s; tables: "
+          f"{Path(args.out) / 'mixtures.csv'}, {metrics}")
     return 0

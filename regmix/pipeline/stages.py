@@ -65,7 +65,7 @@ def stage_sweep(cfg: PipelineConfig, out: Path) -> dict:
     enable_compile_cache(sweep_dir(out) / ".jax_cache")
     # force: a sweep of another config found there is discarded (same config: finished groups are kept)
     run_sweep(sweep_config(cfg, out), sweep_dir(out), force=True, workers=_workers(cfg.sweep.run.workers),
-              progress=sys.stderr.isatty())
+              progress=True)  # a bar on a terminal, plain lines in a log
     status = pd.read_csv(sweep_dir(out) / "status.csv")
     return {"proxies": int(len(status)), "diverged": int((status["status"] != "ok").sum())}
 
