@@ -16,6 +16,7 @@ import numpy as np
 
 from regmix.config import load_yaml, from_dict
 from regmix.errors import RegmixError
+from regmix.export.inputs import read_token_counts
 
 FEASIBILITY_TOL = 1e-9
 
@@ -29,7 +30,7 @@ class SpaceFile:
     bounds: dict[str, tuple[float, float]] = field(default_factory=dict)
     max_epochs: float | dict[str, float] | None = None
     token_budget: float | None = None
-    tokens: dict[str, float] | None = None
+    tokens: dict[str, float] | str | None = None  # counts, or a token store / counts file (next to the space file)
 
 
 @dataclass(frozen=True, eq=False)
@@ -208,10 +209,16 @@ def _partial_prior(given: dict, domains: list[str], prior_K, where: str, per_dom
     return prior
 
 
-def load_space(path: str | Path, domains: list[str], prior_K: np.ndarray | None = None) -> MixtureSpace:
-    """Read a space YAML for a model that knows `domains`; keys it leaves out come from the model."""
-    where = str(path)
-    spec = from_dict(SpaceFile, load_yaml(path), where=where)
+def load_space(path: str | Path, domains: list[str], prior_K: np.ndarray | None = None, **overrides) -> MixtureSpace:
+    """Read a space YAML for a model that knows `domains`; keys it leaves out come from the model.
+    `overrides` (token_budget, tokens, max_epochs: the CLI's flags) replace the file's keys."""
+    where = str(path) if path is not None else "space"
+    spec = from_dict(SpaceFile, load_yaml(path) if path is not None else {}, where=where)
+    spec = dataclasses.replace(spec, **{k: v for k, v in overrides.items() if v is not None})
+    if isinstance(spec.tokens, str):
+        folder = Path(path).parent if path is not None else Path(".")
+        name = spec.tokens if Path(spec.tokens).exists() else folder / spec.tokens
+        spec = dataclasses.replace(spec, tokens=read_token_counts(name))
     return space_from_spec(spec, domains, prior_K, where)
 
 

@@ -21,6 +21,9 @@ def register(sub) -> None:
     )
     p.add_argument("--model", required=True, help="directory written by `regmix fit`")
     p.add_argument("--space", help="YAML: prior, bounds {domain: [lo, hi]}, max_epochs, token_budget, tokens")
+    p.add_argument("--token-budget", type=float, help="tokens of the run, for repetition caps (with --tokens, --max-epochs)")
+    p.add_argument("--tokens", help="tokens per domain: a token store (folder or meta.json) or a {domain: count} file")
+    p.add_argument("--max-epochs", type=float, help="repetition cap: weight * token budget <= max epochs * tokens")
     p.add_argument("--samples", type=int, default=OptimizeConfig.samples, help="simulated candidate mixtures to score")
     p.add_argument("--top-k", type=int, default=OptimizeConfig.top_k, help="average the k best candidates (RegMix)")
     p.add_argument("--method", choices=["topk", "refine"], default=OptimizeConfig.method,
@@ -37,7 +40,9 @@ def register(sub) -> None:
 
 def run(args) -> int:
     model = FittedModel.load(args.model)
-    space = load_space(args.space, list(model.domains), model.prior_K) if args.space else None
+    caps = {"token_budget": args.token_budget, "tokens": args.tokens, "max_epochs": args.max_epochs}
+    given = args.space or any(v is not None for v in caps.values())
+    space = load_space(args.space, list(model.domains), model.prior_K, **caps) if given else None
     config = OptimizeConfig(
         samples=args.samples, top_k=args.top_k, method=args.method, sampler=args.sampler,
         kl_strength=args.kl_strength, seed=args.seed,

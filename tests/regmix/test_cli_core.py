@@ -202,3 +202,19 @@ def test_version_and_every_flag_has_help(capsys):
     found = list(flags(build_parser()))
     missing = [f"{prog} {a.option_strings[0]}" for prog, a in found if not a.help]
     assert len(found) > 40 and not missing, missing
+
+
+def test_optimize_takes_caps_from_flags_or_a_token_file_named_in_the_space(fitted, capsys, tmp_path):
+    tmp, *_ = fitted
+    (tmp_path / "counts.json").write_text(json.dumps({"d0": 1e8, "d1": 1e9, "d2": 1e9, "d3": 1e9}))
+    budget, cap = 1e9, 1.0  # d0 may take at most 0.1 of the run
+    code, _, _ = run_cli(capsys, "optimize", "--model", tmp / "model", "--samples", 5000, "--top-k", 10,
+                         "--token-budget", "1.0e9", "--tokens", tmp_path / "counts.json", "--max-epochs", cap,
+                         "--out", tmp_path / "a.json", "--no-progress")
+    assert code == 0
+    w = json.loads((tmp_path / "a.json").read_text())["weights"]
+    assert w["d0"] * budget <= cap * 1e8 * (1 + 1e-6)
+    (tmp_path / "space.yaml").write_text("token_budget: 1.0e9\nmax_epochs: 1\ntokens: counts.json\n")
+    code, _, _ = run_cli(capsys, "optimize", "--model", tmp / "model", "--space", tmp_path / "space.yaml",
+                         "--samples", 5000, "--top-k", 10, "--out", tmp_path / "b.json", "--no-progress")
+    assert code == 0 and json.loads((tmp_path / "b.json").read_text())["weights"] == w
