@@ -93,9 +93,9 @@ def sample_mixtures(
         if have >= n:
             break
         stalled = stalled + 1 if dedupe and have - before < max(1, n // 1000) else 0
-        if stalled >= 2 and not allow_fewer:
-            break
-        if stalled >= 2 and allow_fewer:  # the grid holds no more distinct mixtures the sampler reaches
+        if stalled >= 2:  # the grid holds no more distinct mixtures the sampler reaches
+            if not allow_fewer:
+                break  # to the error below, at once
             warnings.warn(f"only {have:,} distinct feasible mixtures exist on the {config.round_to:g} grid for "
                           f"these {space.k} domains, bounds and caps (of {n:,} asked for): using all of them")
             return np.concatenate(kept)

@@ -82,8 +82,7 @@ def run(args) -> int:
         print(f"late mixture from step {step} of {schedule.total_steps} "
               f"({(schedule.total_steps - step) / schedule.total_steps:.3g} of training; {how})", file=report)
     if budget is not None and budget.tokens is not None:
-        overall = schedule.overall(mix.weights) if schedule else mix.weights
-        print(plan_table(overall, budget), file=report)
+        print(plan_table(opts.overall(mix.weights), budget), file=report)
     return 0
 
 

@@ -107,10 +107,11 @@ def export(mix: Mixture, fmt: str, opts: ExportOptions | None = None) -> list[Ex
     used = [d for d in runs[0].weights if any(p.weights[d] > 0 for p in runs)]
     paths = _paths(f, used, opts.path_template)
     if opts.budget is not None:
-        overall = opts.schedule.overall(mix.weights) if opts.schedule else mix.weights
-        for d in opts.budget.over_cap(overall):
-            row = opts.budget.plan(overall)[d]
-            warnings.warn(f"domain '{d}' would repeat {row['epochs']:.2f} times (cap {opts.budget.max_epochs:g} epochs)")
+        capped = opts.budget.max_epochs is not None and opts.budget.tokens is not None
+        plan = opts.budget.plan(opts.overall(mix.weights)) if capped else {}
+        for d, row in plan.items():
+            if opts.budget.exceeds(row["epochs"]):
+                warnings.warn(f"domain '{d}' would repeat {row['epochs']:.2f} times (cap {opts.budget.max_epochs:g} epochs)")
     if f.scheduled:
         files = [ExportFile("", f.render(runs, paths, mix, opts))]
         expected = [runs]

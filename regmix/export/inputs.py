@@ -84,7 +84,11 @@ class Budget:
     def over_cap(self, weights: dict[str, float]) -> list[str]:
         if self.max_epochs is None or self.tokens is None:
             return []
-        return [d for d, row in self.plan(weights).items() if row["epochs"] > self.max_epochs * (1 + 1e-9)]
+        return [d for d, row in self.plan(weights).items() if self.exceeds(row["epochs"])]
+
+    def exceeds(self, epochs: float) -> bool:
+        """Whether `epochs` repetitions break the cap (none without a cap)."""
+        return self.max_epochs is not None and epochs > self.max_epochs * (1 + 1e-9)
 
 
 def read_mixture(path: str | Path, flag: str = "mixture") -> Mixture:
@@ -158,7 +162,7 @@ def plan_table(weights: dict[str, float], budget: Budget) -> str:
     width = max(len("domain"), *(len(d) for d in rows))
     lines = [f"{'domain':<{width}}  {'weight':>8}  {'tokens':>12}  {'available':>12}  {'epochs':>7}"]
     for d, r in rows.items():
-        flag = "  over cap" if d in budget.over_cap({d: r["weight"]}) else ""
+        flag = "  over cap" if budget.exceeds(r["epochs"]) else ""
         lines.append(
             f"{d:<{width}}  {r['weight']:8.4f}  {r['tokens']:12.4g}  {r['available_tokens']:12.4g}  {r['epochs']:7.2f}{flag}"
         )
@@ -188,6 +192,10 @@ class ExportOptions:
     """Sequences per optimizer step (olmo: times `sequence_length` gives its token batch; levanter: block check)."""
     sequence_length: int | None = None
     """Tokens per sequence (olmo)."""
+
+    def overall(self, weights: dict[str, float]) -> dict[str, float]:
+        """Each domain's share of the whole run: the mixture itself, or both phases of the schedule."""
+        return self.schedule.overall(weights) if self.schedule is not None else weights
 
 
 @dataclass(frozen=True)

@@ -31,8 +31,7 @@ def render_json(phases: list[Phase], paths: dict[str, str], mix: Mixture, opts: 
         out["token_budget"] = budget.token_budget
         out["max_epochs"] = budget.max_epochs
         if budget.tokens is not None:
-            overall = opts.schedule.overall(phases[0].weights) if opts.schedule else phases[0].weights
-            out["domains"] = budget.plan(overall)
+            out["domains"] = budget.plan(opts.overall(phases[0].weights))
     return json.dumps(out, indent=2, ensure_ascii=False) + "\n"
 
 

@@ -101,9 +101,10 @@ def stage_export(cfg: PipelineConfig, out: Path) -> dict:
     tokens = read_token_counts(store_dir(out))
     opts = ExportOptions(budget=Budget(float(t.steps * t.batch * t.seq_len), tokens),
                          global_batch_size=t.batch, sequence_length=t.seq_len, seed=cfg.final.seeds[0])
+    mix = Mixture(optimized_mixture(out))
     files = {}
     for fmt in FORMATS:
-        (file,) = export(Mixture(optimized_mixture(out)), fmt, opts)
+        (file,) = export(mix, fmt, opts)
         path = export_path(out, fmt)
         atomic_write_text(path, file.text)
         files[fmt] = str(path.relative_to(out))
