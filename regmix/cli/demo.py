@@ -31,7 +31,7 @@ def run(args) -> int:
     from regmix.pipeline import load_pipeline_config, run_pipeline
 
     cfg = load_pipeline_config(config_path(args), args.seeds)
-    path = run_pipeline(cfg, args.out)
+    path, reused = run_pipeline(cfg, args.out)
     s = json.loads(path.read_text())
     print(f"target: {s['target_metric']}")
     for name in s["ranking"]:
@@ -39,5 +39,9 @@ def run(args) -> int:
         print(f"  {name:<15} {r['target']:.4f}  (seeds: {', '.join(f'{v:.3f}' for v in r['seeds'])})")
     for b, r in s["margins"].items():
         print(f"optimized vs {b}: {r['mean']:+.4f} +- {r['std']:.4f} nats/byte, better on {r['wins']}/{r['n_seeds']} seeds")
-    print(f"total {s['total_seconds'] / 60:.1f} min; report: {args.out}/report.html")
+    took = f"total {s['total_seconds'] / 60:.1f} min"
+    if reused:
+        took = ("every stage reused: computed earlier in " if len(reused) == len(s["stage_seconds"])
+                else f"{len(reused)} stage(s) reused; ") + took
+    print(f"{took}; report: {args.out}/report.html")
     return 0

@@ -139,6 +139,33 @@ def prepare(
     return meta
 
 
+_DIGESTS: dict = {}
+
+
+def corpus_digest(corpus: str | Path) -> str:
+    """sha256 over every domain's file names and contents: what a prepared store was made from.
+
+    Cached in the process by the files' sizes and modification times, so asking again is cheap and a file
+    rewritten in place is hashed again."""
+    root = resolve_corpus(corpus)
+    sources = discover(root)
+    stats = []
+    for src in sources:
+        for path in src.files:
+            try:
+                st = path.stat()
+            except OSError as err:
+                raise RegmixError(f"{path}: cannot read: {err.strerror or err}") from None
+            stats.append((str(path), st.st_size, st.st_mtime_ns))
+    key = (str(root), tuple(stats))
+    if key not in _DIGESTS:
+        h = hashlib.sha256()
+        for src in sources:
+            h.update(src.name.encode() + b"\0" + _data_hash(src, root).encode())
+        _DIGESTS[key] = h.hexdigest()
+    return _DIGESTS[key]
+
+
 def _data_hash(src: DomainSource, root: Path) -> str:
     h = hashlib.sha256(b"train\0")
     content_hash(src.train_files, root, h)

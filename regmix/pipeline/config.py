@@ -19,6 +19,25 @@ def _default(cls, name: str):
 
 
 @dataclass(frozen=True)
+class PrepareSection:
+    """How the corpus becomes a token store (the options of `regmix prepare`)."""
+
+    tokenizer: str = "byte"  # byte | bpe:VOCAB (trained on the corpus; slower proxies) | file:tokenizer.json
+    valid_fraction: float = 0.05  # share of each domain's documents held out, by a hash of their bytes
+    text_field: str = "text"  # the field of .jsonl / .parquet records that holds the text
+
+
+@dataclass(frozen=True)
+class CapsSection:
+    """Repetition caps for optimize (and the export's epoch plan): weight * token_budget <= max_epochs * tokens.
+
+    token_budget 0: no caps. The token counts are the prepared store's."""
+
+    token_budget: float = 0.0  # tokens of the large run the mixture is for
+    max_epochs: float = 4.0
+
+
+@dataclass(frozen=True)
 class SampleSection:
     n_proxies: int = _default(SweepConfig, "n_proxies")
     sampler: Method = _default(SweepConfig, "sampler")
@@ -51,18 +70,21 @@ class PipelineConfig:
 
     corpus: str = "demo"
     seq_len: int = 128  # prepare's check: every domain holds one training window
-    target: str = "pydocs"  # held-out domain whose validation loss is minimized
+    prepare: PrepareSection = field(default_factory=PrepareSection)
+    target: str = "pydocs"  # domain whose validation loss is minimized: held out, or one of train_domains
     train_domains: list[str] = field(default_factory=lambda: ["books", "code", "kerneldocs", "legal", "math",
                                                               "manpages"])
     sample: SampleSection = field(default_factory=SampleSection)
     sweep: SweepSection = field(default_factory=SweepSection)
     fit: FitConfig = field(default_factory=FitConfig)
     optimize: OptimizeConfig = field(default_factory=OptimizeConfig)
+    caps: CapsSection = field(default_factory=CapsSection)
     final: FinalSection = field(default_factory=FinalSection)
 
     def __post_init__(self):
-        if self.target in self.train_domains:
-            raise ValueError(f"target '{self.target}' must be held out of train_domains")
+        if not self.target or self.target == "train_mean":
+            raise ValueError("target: name a domain (the mean training loss is always optimized too, "
+                             "as the 'optimized_mean' final run)")
         if len(self.train_domains) < 2 or len(set(self.train_domains)) != len(self.train_domains):
             raise ValueError("train_domains: need at least 2 distinct domains")
         if not self.final.seeds:
@@ -74,8 +96,22 @@ class PipelineConfig:
                 raise ValueError(f"final.late_mixture: '{unknown[0]}' is not a training domain")
             if min(late.values()) < 0 or abs(sum(late.values()) - 1) > 1e-6:
                 raise ValueError("final.late_mixture: weights must be >= 0 and sum to 1")
+        if not 0 <= self.prepare.valid_fraction < 1:
+            raise ValueError(f"prepare.valid_fraction must be in [0, 1), got {self.prepare.valid_fraction}")
+        if not (self.caps.token_budget >= 0 and self.caps.max_epochs > 0):
+            raise ValueError("caps: token_budget must be >= 0 and max_epochs > 0")
         if not 0 <= self.final.late_fraction < 1:
             raise ValueError(f"final.late_fraction must be in [0, 1), got {self.final.late_fraction}")
+
+
+    @property
+    def held_out(self) -> bool:
+        return self.target not in self.train_domains
+
+    @property
+    def eval_domains(self) -> list[str]:
+        """The domains every proxy and final run is scored on: the training ones and the target."""
+        return list(self.train_domains) + ([self.target] if self.held_out else [])
 
 
 def load_pipeline_config(path: str | Path, seeds: list[int] | None = None) -> PipelineConfig:

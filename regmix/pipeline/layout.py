@@ -7,13 +7,14 @@ import json
 from pathlib import Path
 
 from regmix.config import to_dict
+from regmix.corpus.prepare import corpus_digest
 from regmix.files import atomic_write_json
 from regmix.pipeline.config import PipelineConfig
 
 STAGES = ("prepare", "sample", "sweep", "fit", "optimize", "export", "final", "report")
 # config sections each stage reads (a stage's key also covers every earlier stage's sections)
-SECTIONS = {"prepare": ("corpus", "seq_len"), "sample": ("train_domains", "target", "sample"),
-            "sweep": ("sweep",), "fit": ("fit",), "optimize": ("optimize",), "export": (),
+SECTIONS = {"prepare": ("corpus", "seq_len", "prepare"), "sample": ("train_domains", "target", "sample"),
+            "sweep": ("sweep",), "fit": ("fit",), "optimize": ("optimize", "caps"), "export": (),
             "final": ("final",), "report": ()}
 
 
@@ -30,9 +31,10 @@ def done_path(out: Path, stage: str) -> Path:
 
 
 def stage_key(cfg: PipelineConfig, stage: str) -> str:
-    """The hash of the config sections `stage` and every earlier stage read."""
+    """The hash of the config sections `stage` and every earlier stage read, and of the corpus's content
+    (so a corpus rebuilt in place re-runs everything; an edited section re-runs its stage and the later ones)."""
     data = to_dict(cfg)
-    parts = {}
+    parts = {"corpus_content": corpus_digest(cfg.corpus)}
     for s in STAGES[: STAGES.index(stage) + 1]:
         for section in SECTIONS[s]:
             parts[section] = data[section]

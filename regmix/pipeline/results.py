@@ -120,7 +120,8 @@ def build_summary(cfg: PipelineConfig, out: Path) -> dict:
     ranking = sorted(final, key=lambda n: final[n]["target"])
     return {
         "target": cfg.target,
-        "target_metric": f"validation loss on '{cfg.target}' (held out of training), nats per byte-level token",
+        "target_metric": f"validation loss on '{cfg.target}' ({'held out of' if cfg.held_out else 'one of the'} "
+                         f"training domains), nats per {'byte' if cfg.prepare.tokenizer == 'byte' else 'token'}",
         "train_domains": domains,
         "stage_seconds": secs,
         "total_seconds": round(sum(secs.values()), 3),

@@ -37,7 +37,7 @@ def log(msg: str) -> None:
 def sweep_config(cfg: PipelineConfig, out: Path):
     return SweepConfig(store=store_dir(out).absolute(), n_proxies=cfg.sample.n_proxies, model=cfg.sweep.model,
                        sampler=cfg.sample.sampler, train_domains=list(cfg.train_domains),
-                       eval_domains=list(cfg.train_domains) + [cfg.target], temperature=cfg.sample.temperature,
+                       eval_domains=cfg.eval_domains, temperature=cfg.sample.temperature,
                        seed=cfg.sample.seed, train=cfg.sweep.train, run=cfg.sweep.run)
 
 
@@ -47,8 +47,10 @@ def _workers(n: int) -> int:
 
 # -- stages --------------------------------------------------------------------------------------
 def stage_prepare(cfg: PipelineConfig, out: Path) -> dict:
-    meta = prepare(cfg.corpus, store_dir(out), seq_len=cfg.seq_len, progress=False, log=sys.stderr)
-    for d in list(cfg.train_domains) + [cfg.target]:
+    p = cfg.prepare
+    meta = prepare(cfg.corpus, store_dir(out), tokenizer=p.tokenizer, valid_fraction=p.valid_fraction,
+                   text_field=p.text_field, seq_len=cfg.seq_len, progress=False, log=sys.stderr)
+    for d in cfg.eval_domains:
         if d not in meta["domains"]:
             raise RegmixError(f"unknown domain '{d}' (corpus has: {', '.join(meta['domains'])})")
     return {}
@@ -83,7 +85,12 @@ def stage_optimize(cfg: PipelineConfig, out: Path) -> dict:
     model = FittedModel.load(out / "fit" / "model")
     domains = list(model.domains)
     natural = natural_mixture(out, domains)
-    space = MixtureSpace.from_prior(domains, np.array([natural[d] for d in domains]))
+    caps = {}
+    if cfg.caps.token_budget > 0:
+        counts = read_token_counts(store_dir(out))
+        caps = {"max_epochs": cfg.caps.max_epochs, "token_budget": cfg.caps.token_budget,
+                "tokens": [counts[d] for d in domains]}
+    space = MixtureSpace.from_prior(domains, np.array([natural[d] for d in domains]), **caps)
     for name, weights in (("mixture", (1.0, 0.0)), ("mixture_mean", (0.0, 1.0))):  # held-out target; mean loss
         res = optimize(model, space, dataclasses.replace(cfg.optimize, target_weights=weights), progress=False)
         atomic_write_json(out / "optimize" / f"{name}.json", res.to_json())
@@ -119,7 +126,7 @@ def stage_final(cfg: PipelineConfig, out: Path) -> dict:
         late = {"optimized": dict(f.late_mixture) or mixtures["optimized"]}
     workers = _workers(f.workers)
     plan = make_plan(store_dir(out), list(cfg.train_domains), mixtures, model=f.model, train=f.train,
-                     seeds=list(f.seeds), eval_domains=list(cfg.train_domains) + [cfg.target],
+                     seeds=list(f.seeds), eval_domains=cfg.eval_domains,
                      late_mixtures=late, late_fraction=f.late_fraction, workers=workers)
     runs = run_final(plan, out / "final", workers=workers)
     missing = [(n, s) for n in mixtures for s in f.seeds if s not in runs[n]]
@@ -162,13 +169,15 @@ def run_stage(cfg: PipelineConfig, out: str | Path, stage: str, force: bool = Fa
     return True
 
 
-def run_pipeline(cfg: PipelineConfig, out: str | Path) -> Path:
-    """Run (or resume) every stage; returns the path of summary.json."""
+def run_pipeline(cfg: PipelineConfig, out: str | Path) -> tuple[Path, list[str]]:
+    """Run (or resume) every stage; returns the path of summary.json and the stages reused from earlier runs."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "config.json", to_dict(cfg))
-    for stage in STAGES:
-        run_stage(cfg, out, stage)
-    return out / "summary.json"
+    reused = [stage for stage in STAGES if not run_stage(cfg, out, stage)]
+    if reused:
+        log(f"reused {len(reused)} of {len(STAGES)} stages from an earlier run with the same config and corpus "
+            f"({', '.join(reused)}); a changed config section or corpus file re-runs the stages it affects")
+    return out / "summary.json", reused
 
 
