@@ -22,6 +22,7 @@ class Progress:
         self.bar = tqdm(total=total, initial=initial, unit=unit.rstrip("s") or unit, desc=what, file=self.stream,
                         disable=not self.tty, dynamic_ncols=True)
         self.done, self.note, self.last = initial, "", time.monotonic()
+        self.printed = None  # the count of the last plain line
 
     def update(self, done: int, note: str = "") -> None:
         """`done` of `total` finished; `note` (rate, ETA) follows the count."""
@@ -35,12 +36,12 @@ class Progress:
     def close(self) -> None:
         if self.tty:
             self.bar.close()
-        elif self.enabled:
+        elif self.enabled and self.printed != self.done:  # the last line always shows, once
             self._line(self.done, self.note)
 
     def _line(self, done: int, note: str) -> None:
         print(f"{self.what}: {done}/{self.total} {self.unit}" + (f", {note}" if note else ""), file=self.stream, flush=True)
-        self.last = time.monotonic()
+        self.last, self.printed = time.monotonic(), done
 
 
 def eta_note(rate: float, left: float, unit: str) -> str:

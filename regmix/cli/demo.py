@@ -32,6 +32,12 @@ def run(args) -> int:
 
     cfg = load_pipeline_config(config_path(args), args.seeds)
     path, reused = run_pipeline(cfg, args.out)
+    print_summary(path, reused, args.out)
+    return 0
+
+
+def print_summary(path, reused: list[str], out) -> None:
+    """The final runs' ranking and margins, from summary.json."""
     s = json.loads(path.read_text())
     print(f"target: {s['target_metric']}")
     for name in s["ranking"]:
@@ -43,5 +49,4 @@ def run(args) -> int:
     if reused:
         took = ("every stage reused: computed earlier in " if len(reused) == len(s["stage_seconds"])
                 else f"{len(reused)} stage(s) reused; ") + took
-    print(f"{took}; report: {args.out}/report.html")
-    return 0
+    print(f"{took}; report: {out}/report.html")

@@ -1,4 +1,4 @@
-"""`regmix run`: one stage of the demo pipeline (the earlier stages must be done in --out)."""
+"""`regmix run`: the pipeline on your config (every stage, resuming), or one stage of it."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ from regmix.errors import RegmixError
 
 def register(sub) -> None:
     p = command_parser(
-        sub, "run", "Run one stage of the pipeline (prepare, sample, sweep, fit, optimize, export, final, report).",
-        "regmix run --config demo --stage sweep --out runs/demo",
+        sub, "run", "Run the pipeline on your config (every stage, resuming), or one stage of it with --stage "
+        "(prepare, sample, sweep, fit, optimize, export, final, report).",
+        "regmix run --config my_pipeline.yaml --out runs/mine\n  regmix run --config demo --stage sweep --out runs/demo",
     )
     p.add_argument("--config", required=True, help="pipeline YAML, or a preset name (demo, demo-quick)")
-    p.add_argument("--stage", required=True, help="stage name; the earlier stages must be done in --out")
+    p.add_argument("--stage", help="run only this stage; the earlier stages must be done in --out (default: all)")
     p.add_argument("--seeds", type=int, nargs="+", help="seeds of the final runs (overrides final.seeds)")
     p.add_argument("--force", action="store_true", help="run the stage again even if it is done")
     p.add_argument("--out", required=True, help="the pipeline's output folder")
@@ -21,8 +22,16 @@ def register(sub) -> None:
 
 def run(args) -> int:
     require_jax_side("run")
-    from regmix.pipeline import STAGES, load_pipeline_config, run_stage
+    from regmix.cli.demo import print_summary
+    from regmix.pipeline import STAGES, load_pipeline_config, run_pipeline, run_stage
 
+    if args.stage is None:
+        if args.force:
+            raise RegmixError("--force needs --stage (the stage to run again)")
+        cfg = load_pipeline_config(args.config, args.seeds)
+        path, reused = run_pipeline(cfg, args.out)
+        print_summary(path, reused, args.out)
+        return 0
     if args.stage not in STAGES:
         raise RegmixError(f"unknown stage '{args.stage}' (stages: {', '.join(STAGES)})")
     cfg = load_pipeline_config(args.config, args.seeds)
