@@ -44,7 +44,11 @@ def print_summary(path, reused: list[str], out) -> None:
         r = s["final_runs"][name]
         print(f"  {name:<15} {r['target']:.4f}  (seeds: {', '.join(f'{v:.3f}' for v in r['seeds'])})")
     for b, r in s["margins"].items():
-        print(f"optimized vs {b}: {r['mean']:+.4f} +- {r['std']:.4f} nats/byte, better on {r['wins']}/{r['n_seeds']} seeds")
+        lo, hi = r.get("ci95") or (None, None)  # null in JSON: one seed, no interval
+        interval = "no interval from one seed" if lo is None or hi is None else \
+            f"95% paired interval {lo:+.4f} to {hi:+.4f}"
+        print(f"optimized {r.get('verdict', 'vs')} {b}: {r['mean']:+.4f} nats/byte ({interval}), "
+              f"better on {r['wins']}/{r['n_seeds']} seeds")
     took = f"total {s['total_seconds'] / 60:.1f} min"
     if reused:
         took = ("every stage reused: computed earlier in " if len(reused) == len(s["stage_seconds"])

@@ -4,10 +4,12 @@ the stages wrote. The report builds on this; nothing here runs a stage."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from proxies.config import preset
 from proxies.final import collect
@@ -75,9 +77,21 @@ def margins(by_seed: dict[str, list[float]], ref: str, others) -> dict:
             continue
         diff = [b - a for a, b in zip(by_seed[ref], by_seed[other])]
         mean, std = _mean_std(diff)
+        lo, hi = paired_interval(diff)
+        verdict = "beats" if lo > 0 else "loses to" if hi < 0 else "ties"
         out[other] = {"mean": mean, "std": std, "seeds": diff, "wins": int(sum(d > 0 for d in diff)),
-                      "n_seeds": len(diff)}
+                      "n_seeds": len(diff), "ci95": [lo, hi], "verdict": verdict}
     return out
+
+
+def paired_interval(diff: list[float], level: float = 0.95) -> tuple[float, float]:
+    """Student-t interval for the mean paired difference; unbounded with one seed (nothing can be claimed)."""
+    n = len(diff)
+    if n < 2:
+        return -math.inf, math.inf
+    mean, std = _mean_std(diff)
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * std / math.sqrt(n)
+    return mean - half, mean + half
 
 
 def sweep_summary(cfg: PipelineConfig, out: Path, proxy_params: int) -> dict:
