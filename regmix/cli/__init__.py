@@ -84,3 +84,25 @@ def command_parser(sub, name: str, help: str, example: str) -> argparse.Argument
         epilog=f"example:\n  {example}",
         formatter_class=HelpFormatter,
     )
+
+
+# top-level keys only one kind of config has: a pipeline config (regmix demo / run) or a sweep config (regmix sweep)
+_KIND_KEYS = {"pipeline": ("corpus", "target", "final", "optimize", "fit", "prepare", "caps"),
+              "sweep": ("store", "n_proxies", "eval_domains")}
+_KIND_COMMANDS = {"pipeline": "`regmix run --config {p} --out DIR` (or `regmix demo --config {p}`)",
+                  "sweep": "`regmix sweep --config {p} --out DIR`"}
+
+
+def check_config_kind(path: str, expected: str) -> None:
+    """A sweep config given to demo/run, or a pipeline config given to sweep, is named as such, with the command
+    that reads it (instead of an 'unknown key' error about its first key)."""
+    from regmix.config import load_tree, preset_path
+
+    data = load_tree(preset_path(path))
+    other = "sweep" if expected == "pipeline" else "pipeline"
+    mine = [k for k in data if k in _KIND_KEYS[expected]]
+    theirs = [k for k in data if k in _KIND_KEYS[other]]
+    if theirs and not mine:
+        raise RegmixError(f"{path}: a {other} config (it has '{theirs[0]}'), not a {expected} config: run it with "
+                          + _KIND_COMMANDS[other].format(p=path))
+

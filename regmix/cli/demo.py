@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from regmix.cli import command_parser, require_jax_side
+from regmix.cli import check_config_kind, command_parser, require_jax_side
 
 DEFAULT_CONFIG = "demo"  # presets shipped in regmix/configs
 QUICK_CONFIG = "demo-quick"
@@ -30,6 +30,7 @@ def run(args) -> int:
     require_jax_side("demo")
     from regmix.pipeline import load_pipeline_config, run_pipeline
 
+    check_config_kind(config_path(args), "pipeline")
     cfg = load_pipeline_config(config_path(args), args.seeds)
     path, reused = run_pipeline(cfg, args.out)
     print_summary(path, reused, args.out)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from regmix.cli import command_parser, require_jax_side
+from regmix.cli import check_config_kind, command_parser, require_jax_side
 from regmix.errors import RegmixError
 
 
@@ -25,6 +25,7 @@ def run(args) -> int:
     from regmix.cli.demo import print_summary
     from regmix.pipeline import STAGES, load_pipeline_config, run_pipeline, run_stage
 
+    check_config_kind(args.config, "pipeline")
     if args.stage is None:
         if args.force:
             raise RegmixError("--force needs --stage (the stage to run again)")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from regmix.cli import command_parser, require_jax_side
+from regmix.cli import check_config_kind, command_parser, require_jax_side
 from regmix.config import load_config
 from regmix.corpus.prepare import ensure_store
 
@@ -39,6 +39,7 @@ def run(args) -> int:
         overrides["store"] = args.store
     if args.n_proxies is not None:
         overrides["n_proxies"] = args.n_proxies
+    check_config_kind(args.config, "sweep")
     cfg = load_config(SweepConfig, args.config, overrides)
     store = ensure_store(cfg.store, Path(args.out) / "store", cfg.train.seq_len, log=sys.stderr)
     cfg = dataclasses.replace(cfg, store=store)
