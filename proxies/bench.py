@@ -34,6 +34,7 @@ from proxies.sweep import default_workers, plan_groups, proxy_bytes
 from proxies.train import train_mixtures
 from regmix.corpus.store import TokenStore, write_store
 from regmix.files import atomic_write_json
+from regmix.progress import Progress, eta_note
 
 VOCAB = 257
 BENCH_DOMAINS = 4
@@ -71,7 +72,8 @@ def synthetic_store(path: Path, seq_len: int):
 
 
 def run_bench(preset: str = "1m", n_proxies: int = 16, batch: int = 16, seq_len: int = 256, steps: int = 10,
-              workers: int = 0, memory_budget_gb: float = 8.0, tunables: bool = True, group_size: int = 0) -> dict:
+              workers: int = 0, memory_budget_gb: float = 8.0, tunables: bool = True, group_size: int = 0,
+              progress: bool = True) -> dict:
     """Train `n_proxies` for `steps` timed steps (after one warm-up step); returns the JSON record.
     `group_size` 0: the groups a sweep would plan (memory budget)."""
     cfg = get_preset(preset)
@@ -92,7 +94,7 @@ def run_bench(preset: str = "1m", n_proxies: int = 16, batch: int = 16, seq_len:
         spec = {"preset": preset, "train": train.__dict__, "groups": groups, "workers": workers,
                 "processes": len(procs)}
         atomic_write_json(work / "spec.json", spec)  # whole, or not there yet
-        codes = [p.wait() for p, _ in procs]
+        codes = _wait_with_progress(procs, work, groups, progress)
         if any(codes):
             log = next(log for (_, log), c in zip(procs, codes) if c)
             raise RuntimeError(f"bench worker {log.stem} failed:\n" + log.read_text()[-3000:])
@@ -115,6 +117,21 @@ def run_bench(preset: str = "1m", n_proxies: int = 16, batch: int = 16, seq_len:
             "tokens_per_cpu_s": round(cpu_tokens, 1), "mfu_cpu": round(cpu_tokens * fpt / cpu_peak, 4),
             "glibc_tunables": tunables,
             "rss_after_groups_gb": [[round(x / 1e9, 2) for x in r["rss_after_groups"]] for r in results]}
+
+
+def _wait_with_progress(procs, work: Path, groups: list[list[int]], progress: bool) -> list[int]:
+    """Wait for the bench's workers, showing proxies done (a bar on a terminal, plain lines in a log)."""
+    bar = Progress("bench", sum(map(len, groups)), "proxies", enabled=progress)
+    t0 = time.monotonic()
+    while any(p.poll() is None for p, _ in procs):
+        done = [int(f.stem[5:]) for f in work.glob("group*.done")]
+        n = sum(len(groups[g]) for g in done)
+        bar.update(n, eta_note(n / (time.monotonic() - t0), sum(map(len, groups)) - n, "proxy") if n else "")
+        time.sleep(0.5)
+    done = [int(f.stem[5:]) for f in work.glob("group*.done")]
+    bar.update(sum(len(groups[g]) for g in done))
+    bar.close()
+    return [p.wait() for p, _ in procs]
 
 
 def work(args: list[str]) -> None:
@@ -153,6 +170,7 @@ def work(args: list[str]) -> None:
                        on_step=on_step, replicas=replicas)
         release_memory()
         rss_after.append(current_rss_bytes())
+        (folder / f"group{index + g * spec['workers']}.done").touch()  # progress, for the parent
         if rank == 0:  # a group's tokens count once, however many replicas share its batches
             tokens += (train.steps - 1) * train.batch * train.seq_len * len(members)
         seconds += marks[train.steps][0] - marks[1][0]
