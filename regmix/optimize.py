@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from regmix.errors import RegmixError
 from regmix.files import usable_cores
 from regmix.regress.fit import FittedModel
-from regmix.sample import Method, sample_mixtures
+from regmix.sample import Method, sample_mixtures, tidy_weights
 from regmix.space import MixtureSpace
 
 CHUNK = 200_000
@@ -63,7 +63,7 @@ class OptimizeResult:
     columns: tuple[str, ...] = ()  # the sweep table's column per domain, for exports keyed by file names
 
     def to_json(self) -> dict:
-        named = lambda v: {d: float(x) for d, x in zip(self.domains, v)}
+        named = lambda v: {d: float(x) for d, x in zip(self.domains, tidy_weights(v))}
         out = {
             "format": "regmix.mixture/1",
             "weights": named(self.weights_K),
