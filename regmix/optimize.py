@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from regmix.errors import RegmixError
 from regmix.files import usable_cores
+from regmix.progress import Progress
 from regmix.regress.fit import FittedModel
 from regmix.sample import Method, sample_mixtures, tidy_weights
 from regmix.space import MixtureSpace
@@ -124,12 +125,14 @@ def optimize(
     objective = Objective(model, weights_T, space.prior_K, config.kl_strength)
     rng = np.random.default_rng(config.seed)
 
-    candidates = sample_mixtures(space, config.samples, rng, config.sampler, threads=usable_cores(), allow_fewer=True)
+    candidates = sample_mixtures(space, config.samples, rng, config.sampler, threads=usable_cores(), allow_fewer=True,
+                                 progress=progress)
     scores = np.empty(len(candidates))
-    with tqdm(total=len(candidates), desc="score candidates", unit="mix", unit_scale=True, disable=not progress, leave=False) as bar:
-        for lo in range(0, len(candidates), CHUNK):
-            scores[lo : lo + CHUNK] = objective(candidates[lo : lo + CHUNK], screen=True)
-            bar.update(min(CHUNK, len(candidates) - lo))
+    bar = Progress("score candidates", len(candidates), "mixtures", enabled=progress)
+    for lo in range(0, len(candidates), CHUNK):
+        scores[lo : lo + CHUNK] = objective(candidates[lo : lo + CHUNK], screen=True)
+        bar.update(min(lo + CHUNK, len(candidates)))
+    bar.close()
     k = min(config.top_k, len(candidates))
     # Two stages: every candidate gets the screening score; the best SCREEN_KEEP of them (at least
     # 50 k) are rescored by the full model, whose k best are averaged.
