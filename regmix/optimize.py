@@ -13,6 +13,7 @@ repetition caps (checked, projected if rounding pushed it out).
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Literal
 
@@ -212,3 +213,15 @@ def _target_weights(model: FittedModel, weights) -> np.ndarray:
     if weights.shape != (t,):
         raise RegmixError(f"--target-weights: {len(weights)} weight(s) for {t} target(s) ({', '.join(model.targets)})")
     return weights
+
+
+def warn_if_worse_than_runs(result: OptimizeResult, ids, observed_NxT: np.ndarray) -> None:
+    """Warn where the chosen mixture is predicted worse than the best run measured in the sweep."""
+    observed = np.asarray(observed_NxT, np.float64) @ np.asarray(result.target_weights)
+    if not np.isfinite(observed).any():
+        return
+    i = int(np.nanargmin(observed))
+    predicted = float(result.predicted_T @ np.asarray(result.target_weights))
+    if predicted > observed[i]:
+        warnings.warn(f"the chosen mixture is predicted {predicted:.4f}, worse than run {ids[i]} measured in the sweep "
+                      f"({observed[i]:.4f}): the model finds nothing better than that run; consider training it instead")
