@@ -13,6 +13,7 @@ repetition caps (checked, projected if rounding pushed it out).
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Literal
 
@@ -21,8 +22,9 @@ from tqdm.auto import tqdm
 
 from regmix.errors import RegmixError
 from regmix.files import usable_cores
+from regmix.progress import Progress
 from regmix.regress.fit import FittedModel
-from regmix.sample import Method, sample_mixtures
+from regmix.sample import Method, sample_mixtures, tidy_weights
 from regmix.space import MixtureSpace
 
 CHUNK = 200_000
@@ -63,7 +65,7 @@ class OptimizeResult:
     columns: tuple[str, ...] = ()  # the sweep table's column per domain, for exports keyed by file names
 
     def to_json(self) -> dict:
-        named = lambda v: {d: float(x) for d, x in zip(self.domains, v)}
+        named = lambda v: {d: float(x) for d, x in zip(self.domains, tidy_weights(v))}
         out = {
             "format": "regmix.mixture/1",
             "weights": named(self.weights_K),
@@ -124,12 +126,14 @@ def optimize(
     objective = Objective(model, weights_T, space.prior_K, config.kl_strength)
     rng = np.random.default_rng(config.seed)
 
-    candidates = sample_mixtures(space, config.samples, rng, config.sampler, threads=usable_cores(), allow_fewer=True)
+    candidates = sample_mixtures(space, config.samples, rng, config.sampler, threads=usable_cores(), allow_fewer=True,
+                                 progress=progress)
     scores = np.empty(len(candidates))
-    with tqdm(total=len(candidates), desc="score candidates", unit="mix", unit_scale=True, disable=not progress, leave=False) as bar:
-        for lo in range(0, len(candidates), CHUNK):
-            scores[lo : lo + CHUNK] = objective(candidates[lo : lo + CHUNK], screen=True)
-            bar.update(min(CHUNK, len(candidates) - lo))
+    bar = Progress("score candidates", len(candidates), "mixtures", enabled=progress)
+    for lo in range(0, len(candidates), CHUNK):
+        scores[lo : lo + CHUNK] = objective(candidates[lo : lo + CHUNK], screen=True)
+        bar.update(min(lo + CHUNK, len(candidates)))
+    bar.close()
     k = min(config.top_k, len(candidates))
     # Two stages: every candidate gets the screening score; the best SCREEN_KEEP of them (at least
     # 50 k) are rescored by the full model, whose k best are averaged.
@@ -209,3 +213,15 @@ def _target_weights(model: FittedModel, weights) -> np.ndarray:
     if weights.shape != (t,):
         raise RegmixError(f"--target-weights: {len(weights)} weight(s) for {t} target(s) ({', '.join(model.targets)})")
     return weights
+
+
+def warn_if_worse_than_runs(result: OptimizeResult, ids, observed_NxT: np.ndarray) -> None:
+    """Warn where the chosen mixture is predicted worse than the best run measured in the sweep."""
+    observed = np.asarray(observed_NxT, np.float64) @ np.asarray(result.target_weights)
+    if not np.isfinite(observed).any():
+        return
+    i = int(np.nanargmin(observed))
+    predicted = float(result.predicted_T @ np.asarray(result.target_weights))
+    if predicted > observed[i]:
+        warnings.warn(f"the chosen mixture is predicted {predicted:.4f}, worse than run {ids[i]} measured in the sweep "
+                      f"({observed[i]:.4f}): the model finds nothing better than that run; consider training it instead")

@@ -19,6 +19,7 @@ from typing import Literal, get_args
 import numpy as np
 
 from regmix.errors import RegmixError
+from regmix.progress import Progress
 from regmix.space import FEASIBILITY_TOL, MixtureSpace
 
 Method = Literal["regmix", "uniform", "sobol"]
@@ -48,17 +49,23 @@ def sample_mixtures(
     max_rounds: int = 200,
     threads: int = 1,
     allow_fewer: bool = False,
+    progress: bool = False,
 ) -> np.ndarray:
     """Draw `n` feasible mixtures `w_NxK` (rows on the simplex, inside bounds and caps).
 
     Each round's draw is split into STREAMS independent child generators, whatever `threads` is,
     so the result depends on the seed alone; `threads` only runs the streams in parallel (numpy
     releases the GIL while it draws). Where the grid holds fewer distinct feasible mixtures than `n`,
-    `allow_fewer` returns all the sampler reaches, with a warning; otherwise that is an error."""
+    `allow_fewer` returns all of them, with a warning; otherwise that is an error. That and the
+    spaces with no feasible mixture for this sampler are found before any draw (`diagnose`)."""
     if method not in METHODS:
         raise RegmixError(f"unknown sampler '{method}' (choices: {', '.join(METHODS)})")
     if n <= 0:
         return np.zeros((0, space.k))
+    whole = diagnose(space, n, method, config, allow_fewer)
+    if whole is not None:
+        return whole
+    bar = Progress("sample candidates", n, "mixtures", enabled=progress)
     draw = {"regmix": _draw_regmix, "uniform": _draw_uniform, "sobol": _draw_sobol}[method]
     kept: list[np.ndarray] = []
     dedupe = config.dedupe and bool(config.round_to) and method != "sobol"
@@ -90,6 +97,7 @@ def sample_mixtures(
         if dedupe:
             kept = [_unique_rows(np.concatenate(kept), config.round_to)]
         before, have = have, sum(len(k) for k in kept)
+        bar.update(min(have, n), f"acceptance {accepted / max(drawn, 1):.1%}")
         if have >= n:
             break
         stalled = stalled + 1 if dedupe and have - before < max(1, n // 1000) else 0
@@ -98,9 +106,11 @@ def sample_mixtures(
                 break  # to the error below, at once
             warnings.warn(f"only {have:,} distinct feasible mixtures exist on the {config.round_to:g} grid for "
                           f"these {space.k} domains, bounds and caps (of {n:,} asked for): using all of them")
+            bar.close()
             return np.concatenate(kept)
         rate = max(have / max(drawn, 1), 1e-4)
         batch = int(min(max(1024, 1.2 * (n - have) / rate), 4 * n + 1024))
+    bar.close()
     out = np.concatenate(kept)[:n] if kept else np.zeros((0, space.k))
     if len(out) < n:
         raise RegmixError(
@@ -185,3 +195,100 @@ def _unique_rows(w_NxK: np.ndarray, q: float) -> np.ndarray:
     _, first = np.unique(w_NxK @ r_K, return_index=True)
     first.sort()
     return w_NxK[first]
+
+
+# -- before any draw: how many mixtures the grid holds, and why a space has none --------------------
+def _grid_box(space: MixtureSpace, method: str, q: float) -> tuple[np.ndarray, np.ndarray, int]:
+    """Per-domain [lo, hi] in grid units; under the regmix sampler a zero-prior domain stays at its
+    lower bound (the Dirichlet around the prior never gives it weight)."""
+    units = int(round(1.0 / q))
+    lo = np.ceil(space.lower_K * units - 1e-6).astype(np.int64)
+    hi = np.floor(space.effective_upper_K * units + 1e-6).astype(np.int64)
+    if method == "regmix":
+        hi = np.where(space.prior_K > 0, hi, lo)
+    return lo, hi, units
+
+
+def grid_count(lo_K: np.ndarray, hi_K: np.ndarray, units: int) -> float:
+    """Number of integer vectors lo <= u <= hi summing to `units` (the grid mixtures), as a float
+    (inf past 1e308): one box convolution per domain, each a difference of prefix sums."""
+    ways = np.zeros(units + 1)
+    ways[0] = 1.0
+    with np.errstate(over="ignore", invalid="ignore"):
+        for lo, hi in zip(lo_K, hi_K):
+            c = np.concatenate([[0.0], np.cumsum(ways)])  # c[s + 1] = sum ways[:s + 1]
+            s = np.arange(units + 1)
+            top, bottom = s - lo, s - hi - 1
+            ways = np.where(top >= 0, c[np.clip(top, -1, units) + 1], 0.0) - np.where(bottom >= 0, c[np.clip(bottom, -1, units) + 1], 0.0)
+            ways = np.nan_to_num(ways, nan=np.inf)
+    return float(ways[units])
+
+
+def grid_mixtures(lo_K: np.ndarray, hi_K: np.ndarray, units: int) -> np.ndarray:
+    """Every grid mixture of the box, in lexicographic order (only for boxes of modest count):
+    domains are added one at a time, each value ranging where the rest can still complete the sum."""
+    rest_lo = np.concatenate([np.cumsum(lo_K[::-1])[::-1][1:], [0]])
+    rest_hi = np.concatenate([np.cumsum(hi_K[::-1])[::-1][1:], [0]])
+    rows = np.zeros((1, 0), np.int64)
+    total = np.zeros(1, np.int64)
+    for j in range(len(lo_K)):
+        a = np.maximum(lo_K[j], units - total - rest_hi[j])
+        b = np.minimum(hi_K[j], units - total - rest_lo[j])
+        c = np.maximum(b - a + 1, 0)
+        idx = np.repeat(np.arange(len(rows)), c)
+        v = a[idx] + np.arange(int(c.sum())) - np.repeat(np.cumsum(c) - c, c)
+        rows = np.concatenate([rows[idx], v[:, None]], axis=1)
+        total = total[idx] + v
+    return rows / units
+
+
+def diagnose(space: MixtureSpace, n: int, method: str, config: SamplerConfig = SamplerConfig(),
+             allow_fewer: bool = False) -> np.ndarray | None:
+    """Name the cause where this sampler cannot give `n` distinct feasible mixtures, before any draw.
+
+    Raises a one-line RegmixError where it can give none (zero-prior domains under the regmix
+    sampler; a grid too coarse for the bounds). Where the grid holds fewer than `n` mixtures, returns
+    all of them (with a warning, under `allow_fewer`; else an error); otherwise None."""
+    if method == "regmix":
+        zero = [d for d, p in zip(space.domains, space.prior_K) if p <= 0]
+        if zero:
+            live = space.prior_K > 0
+            reach = space.effective_upper_K[live].sum() + space.lower_K[~live].sum()
+            names = ", ".join(zero[:5]) + (f" (+{len(zero) - 5})" if len(zero) > 5 else "")
+            if reach < 1 - 1e-9:
+                raise RegmixError(
+                    f"zero prior for {names}: the regmix sampler gives them no weight, and the other domains' "
+                    f"upper bounds and caps reach only {reach:.4g} < 1; give them a prior share or use --sampler uniform")
+            warnings.warn(f"zero prior for {names}: the regmix sampler gives them no weight "
+                          "(give them a prior share, or use --sampler uniform)")
+    if method == "sobol" or not (config.dedupe and config.round_to):
+        return None
+    lo, hi, units = _grid_box(space, method, config.round_to)
+    count = grid_count(lo, hi, units)
+    if count == 0:
+        raise RegmixError(f"the {config.round_to:g} grid holds no mixture inside these bounds and caps "
+                          f"(they leave less than one grid step of room): widen them by {config.round_to:g} or more")
+    if count >= n:
+        return None
+    what = (f"only {int(count):,} distinct feasible mixtures exist on the {config.round_to:g} grid for these "
+            f"{space.k} domains, bounds and caps (of {n:,} asked for)")
+    if not allow_fewer:
+        raise RegmixError(f"{what}: ask for at most {int(count):,}")
+    warnings.warn(f"{what}: using all of them")
+    return grid_mixtures(lo, hi, units)
+
+
+def tidy_weights(w_NxK: np.ndarray, decimals: int = 6) -> np.ndarray:
+    """Weights for files: rows rounded to `decimals` places that still sum to exactly 1 on that grid
+    (largest remainder: floor every weight, then give the missing units to the largest fractions),
+    so a file shows 0.17942, not 0.17941999999999989."""
+    w = np.atleast_2d(np.asarray(w_NxK, np.float64))
+    units = 10 ** decimals
+    scaled = w / w.sum(axis=1, keepdims=True) * units
+    base = np.floor(scaled + 1e-9)
+    short = (units - base.sum(axis=1)).astype(np.int64)
+    order = np.argsort(-(scaled - base), axis=1, kind="stable")
+    rank = np.argsort(order, axis=1, kind="stable")
+    base += rank < short[:, None]
+    out = np.round(base / units, decimals)
+    return out if np.ndim(w_NxK) == 2 else out[0]

@@ -79,8 +79,13 @@ class MixtureSpace:
         if self.lower_K.sum() > 1 + 1e-9:
             raise RegmixError(f"mixture space: lower bounds sum to {self.lower_K.sum():.4g} > 1, no feasible mixture")
         if hi.sum() < 1 - 1e-9:
-            why = "upper bounds and repetition caps" if self.max_epochs_K is not None else "upper bounds"
-            raise RegmixError(f"mixture space: {why} sum to {hi.sum():.4g} < 1, no feasible mixture")
+            if self.upper_K.sum() < 1 - 1e-9:
+                raise RegmixError(f"mixture space: upper bounds sum to {self.upper_K.sum():.4g} < 1, no feasible mixture")
+            raise RegmixError(
+                f"mixture space: repetition caps (max_epochs x tokens / token_budget) and upper bounds sum to "
+                f"{hi.sum():.4g} < 1, no feasible mixture: {self.tokens_K.sum():.4g} tokens at "
+                f"{_few_epochs(self.max_epochs_K)} epoch(s) cannot fill a budget of {self.token_budget:.4g}; "
+                "raise max_epochs or lower the token budget")
         cap_bad = np.flatnonzero(self.lower_K > hi + FEASIBILITY_TOL)
         if cap_bad.size:
             d = self.domains[cap_bad[0]]
@@ -190,6 +195,11 @@ class MixtureSpace:
             out["token_budget"] = self.token_budget
             out["tokens"] = dict(zip(self.domains, self.tokens_K.tolist()))
         return out
+
+
+def _few_epochs(max_epochs_K: np.ndarray) -> str:
+    values = np.unique(max_epochs_K)
+    return f"{values[0]:g}" if len(values) == 1 else f"{values.min():g}-{values.max():g}"
 
 
 def _partial_prior(given: dict, domains: list[str], prior_K, where: str, per_domain) -> np.ndarray:

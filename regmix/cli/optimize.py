@@ -7,7 +7,9 @@ from pathlib import Path
 
 from regmix.cli import command_parser
 from regmix.files import atomic_write_text
-from regmix.optimize import OptimizeConfig, optimize
+import pandas as pd
+
+from regmix.optimize import OptimizeConfig, optimize, warn_if_worse_than_runs
 from regmix.regress.fit import FittedModel
 from regmix.report_text import weights_table
 from regmix.sample import METHODS
@@ -49,6 +51,11 @@ def run(args) -> int:
         target_weights=tuple(args.target_weights) if args.target_weights else None,
     )
     result = optimize(model, space, config, progress=not args.no_progress)
+    runs = Path(args.model) / "cv_predictions.csv"  # the fitted sweep's measured targets
+    if runs.exists():
+        table = pd.read_csv(runs)
+        if all(t in table.columns for t in result.targets):
+            warn_if_worse_than_runs(result, table.iloc[:, 0].astype(str).tolist(), table[result.targets].to_numpy())
     data = result.to_json()
     data["model"] = str(args.model)
     if args.space:

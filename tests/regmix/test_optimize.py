@@ -59,3 +59,16 @@ def test_kl():
     p = np.array([0.5, 0.5])
     assert kl_N(np.array([[0.5, 0.5]]), p)[0] == pytest.approx(0.0)
     assert kl_N(np.array([[1.0, 0.0]]), p)[0] == pytest.approx(np.log(2))
+
+
+def test_a_mixture_predicted_worse_than_a_measured_run_is_flagged(model):
+    from regmix.optimize import warn_if_worse_than_runs
+
+    result = optimize(model, config=OptimizeConfig(samples=5000, seed=0), progress=False)
+    better = result.predicted_T[None, :] - 0.5
+    with pytest.warns(UserWarning, match="worse than run r1 measured"):
+        warn_if_worse_than_runs(result, ["r0", "r1"], np.vstack([better + 1.0, better]))
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_if_worse_than_runs(result, ["r0"], result.predicted_T[None, :] + 1.0)
