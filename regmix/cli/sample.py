@@ -8,6 +8,7 @@ import pandas as pd
 from regmix.cli import command_parser
 from regmix.config import load_yaml
 from regmix.errors import RegmixError
+from regmix.export import read_token_counts
 from regmix.sample import METHODS, sample_mixtures, tidy_weights
 from regmix.space import load_space
 from regmix.tables import write_table
@@ -19,7 +20,7 @@ def register(sub) -> None:
         "regmix sample --domains web,code,books --n 64 --seed 0 --out candidates.csv",
     )
     p.add_argument("--space", help="YAML: domains, prior, bounds {domain: [lo, hi]}, max_epochs, token_budget, tokens")
-    p.add_argument("--domains", help="comma-separated domain names (with --space: must match its domains)")
+    p.add_argument("--domains", help="comma-separated domain names (default: the space file's, or the --tokens store's)")
     p.add_argument("--n", type=int, required=True, help="mixtures to sample")
     p.add_argument("--seed", type=int, default=0, help="seed of the draw; the same seed writes the same file")
     p.add_argument("--method", choices=METHODS, default="regmix", help="sampler")
@@ -32,14 +33,17 @@ def register(sub) -> None:
 
 
 def space_domains(args) -> list[str]:
-    """Domains from --domains, else from the space file (its `domains:`, else the keys it names)."""
+    """Domains from --domains, else from the space file (its `domains:`, else the keys it names), else from
+    --tokens (a token store's domains)."""
     if args.domains:
         names = [d.strip() for d in args.domains.split(",") if d.strip()]
         if not names:
             raise RegmixError("--domains: no domain names")
         return names
+    if not args.space and args.tokens:  # a token store (or counts file) names its domains
+        return list(read_token_counts(args.tokens))
     if not args.space:
-        raise RegmixError("give --domains a,b,c or --space SPACE.yaml")
+        raise RegmixError("give --domains a,b,c, --space SPACE.yaml or --tokens STORE")
     data = load_yaml(args.space) or {}
     if isinstance(data, dict) and data.get("domains"):
         return [str(d) for d in data["domains"]]
@@ -53,7 +57,8 @@ def run(args) -> int:
     if args.n < 1:
         raise RegmixError(f"--n must be >= 1, got {args.n}")
     domains = space_domains(args)
-    caps = {"token_budget": args.token_budget, "tokens": args.tokens, "max_epochs": args.max_epochs}
+    caps = {"token_budget": args.token_budget, "max_epochs": args.max_epochs}
+    caps["tokens"] = args.tokens if any(v is not None for v in caps.values()) else None  # else: only the domains
     space = load_space(args.space, domains, None, **caps)
     w = sample_mixtures(space, args.n, np.random.default_rng(args.seed), args.method, allow_fewer=True,
                         progress=not args.no_progress)

@@ -44,3 +44,16 @@ def test_tidy_weights_round_and_sum_to_one():
     w = tidy_weights(np.array([[0.17941999999999989, 0.3, 0.52058000000000011], [1 / 3, 1 / 3, 1 / 3]]))
     assert w[0].tolist() == [0.17942, 0.3, 0.52058]
     assert np.rint(w * 1e6).sum(axis=1).tolist() == [1e6, 1e6]
+
+
+def test_sample_takes_its_domains_from_a_token_counts_file(tmp_path):
+    counts = tmp_path / "tokens.yaml"
+    counts.write_text("web: 5.0e9\ncode: 1e9\nbooks: 2e9\n")
+    out = tmp_path / "c.csv"
+    assert main(["sample", "--tokens", str(counts), "--n", "20", "--out", str(out), "--no-progress"]) == 0
+    assert load_mixtures(out).domains == ("web", "code", "books")
+    capped = tmp_path / "capped.csv"  # the same file also gives the caps' counts
+    assert main(["sample", "--tokens", str(counts), "--token-budget", "4e9", "--max-epochs", "1", "--n", "20",
+                 "--out", str(capped), "--no-progress"]) == 0
+    w = load_mixtures(capped).w_NxK
+    assert np.all(w[:, 1] <= 0.25 + 1e-9)  # code: 1 epoch of 1e9 tokens in a 4e9 budget
