@@ -1,0 +1,61 @@
+"""Figures for studying a sweep and its fit: each function takes plain arrays/frames and returns a
+matplotlib Figure (Agg backend, files only). Colours: Okabe-Ito, safe for colour-blind readers."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
+
+
+def oof_scatter(y_true, y_pred, target: str, unit: str = "nats/byte"):
+    """Out-of-fold prediction against the true loss, with the y = x line."""
+    y, p = np.asarray(y_true, float), np.asarray(y_pred, float)
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    ax.scatter(y, p, s=22, alpha=0.75, color=PALETTE[0], edgecolor="none", label="proxy run")
+    lo, hi = min(y.min(), p.min()), max(y.max(), p.max())
+    ax.plot([lo, hi], [lo, hi], "--", color="#999", lw=1, label="prediction = truth")
+    ax.set_xlabel(f"true {target} loss ({unit})")
+    ax.set_ylabel(f"out-of-fold prediction ({unit})")
+    ax.set_title(f"Out-of-fold predicted vs true: {target}")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def mixture_bars(mixtures: dict[str, dict[str, float]]):
+    """Grouped bars, one group per domain, one bar per mixture (e.g. chosen, natural, uniform)."""
+    names = list(mixtures)
+    domains = sorted({d for w in mixtures.values() for d in w})
+    fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(domains) + 2), 4.3))
+    width = 0.8 / len(names)
+    x = np.arange(len(domains))
+    for i, n in enumerate(names):
+        ax.bar(x + (i - (len(names) - 1) / 2) * width, [mixtures[n].get(d, 0.0) for d in domains], width,
+               label=n, color=PALETTE[i % len(PALETTE)])
+    ax.set_xticks(x, domains, rotation=45 if len(domains) > 6 else 0, ha="right" if len(domains) > 6 else "center")
+    ax.set_ylabel("share of tokens")
+    ax.set_title("Mixtures compared")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def target_correlation(losses: pd.DataFrame):
+    """Spearman correlation between the target columns across runs, as a heat map."""
+    c = losses.corr(method="spearman")
+    fig, ax = plt.subplots(figsize=(0.5 * len(c) + 3, 0.5 * len(c) + 2.5))
+    im = ax.imshow(c.to_numpy(), cmap="cividis", vmin=-1, vmax=1)
+    ax.set_xticks(range(len(c)), c.columns, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(len(c)), c.index, fontsize=8)
+    fig.colorbar(im, ax=ax, label="Spearman correlation across runs")
+    ax.set_title("Which domains' losses move together")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,15 @@
+import numpy as np
+import pandas as pd
+
+from regmix import plots
+
+
+def test_plots_return_labelled_figures():
+    rng = np.random.default_rng(0)
+    y = rng.normal(2.0, 0.1, 20)
+    fig = plots.oof_scatter(y, y + rng.normal(0, 0.01, 20), "held")
+    assert "nats/byte" in fig.axes[0].get_xlabel() and fig.axes[0].get_title()
+    fig = plots.mixture_bars({"chosen": {"a": 0.7, "b": 0.3}, "uniform": {"a": 0.5, "b": 0.5}})
+    assert fig.axes[0].get_ylabel() == "share of tokens" and len(fig.axes[0].patches) == 4
+    fig = plots.target_correlation(pd.DataFrame(rng.normal(size=(20, 3)), columns=list("xyz")))
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == list("xyz")
