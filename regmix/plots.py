@@ -59,3 +59,40 @@ def target_correlation(losses: pd.DataFrame):
     ax.set_title("Which domains' losses move together")
     fig.tight_layout()
     return fig
+
+
+def residuals_vs_weights(weights: pd.DataFrame, residual, unit: str = "nats/byte"):
+    """Out-of-fold residual (prediction - truth) against each domain's weight, one panel per domain."""
+    r = np.asarray(residual, float)
+    cols = list(weights.columns)
+    ncol = min(4, len(cols))
+    nrow = -(-len(cols) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.2 * ncol, 2.8 * nrow), squeeze=False, sharey=True)
+    for ax, d in zip(axes.flat, cols):
+        ax.scatter(weights[d], r, s=12, alpha=0.7, color=PALETTE[0], edgecolor="none")
+        ax.axhline(0, color="#999", lw=1)
+        ax.set_xlabel(f"{d} (share of tokens)", fontsize=8)
+        ax.grid(alpha=0.3)
+    for ax in axes[:, 0]:
+        ax.set_ylabel(f"residual ({unit})", fontsize=8)
+    for ax in list(axes.flat)[len(cols):]:
+        ax.set_visible(False)
+    fig.suptitle("Out-of-fold residual against each domain weight")
+    fig.tight_layout()
+    return fig
+
+
+def learning_curve(curve: pd.DataFrame):
+    """Spearman against the number of runs: `curve` has columns n_runs and spearman (one row per repeat)."""
+    g = curve.groupby("n_runs")["spearman"]
+    m, lo, hi = g.mean(), g.quantile(0.1), g.quantile(0.9)
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    ax.plot(m.index, m.to_numpy(), "-o", color=PALETTE[0], label="mean over repeats")
+    ax.fill_between(m.index, lo.to_numpy(), hi.to_numpy(), color=PALETTE[0], alpha=0.2, label="10th-90th percentile")
+    ax.set_xlabel("number of proxy runs used to fit")
+    ax.set_ylabel("out-of-fold Spearman (rank correlation)")
+    ax.set_title("Learning curve: how many runs the fit needs")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig

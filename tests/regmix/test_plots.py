@@ -13,3 +13,14 @@ def test_plots_return_labelled_figures():
     assert fig.axes[0].get_ylabel() == "share of tokens" and len(fig.axes[0].patches) == 4
     fig = plots.target_correlation(pd.DataFrame(rng.normal(size=(20, 3)), columns=list("xyz")))
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == list("xyz")
+
+
+def test_residual_panels_and_learning_curve_spread():
+    rng = np.random.default_rng(1)
+    w = pd.DataFrame(rng.dirichlet(np.ones(5), 30), columns=list("abcde"))
+    fig = plots.residuals_vs_weights(w, rng.normal(0, 0.01, 30))
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(visible) == 5 and "share of tokens" in visible[-1].get_xlabel()
+    curve = pd.DataFrame({"n_runs": np.repeat([8, 16, 32], 4), "spearman": rng.uniform(0.2, 0.9, 12)})
+    fig = plots.learning_curve(curve)
+    assert len(fig.axes[0].lines[0].get_xdata()) == 3 and fig.axes[0].collections
