@@ -39,7 +39,8 @@ def mixture_bars(mixtures: dict[str, dict[str, float]]):
     for i, n in enumerate(names):
         ax.bar(x + (i - (len(names) - 1) / 2) * width, [mixtures[n].get(d, 0.0) for d in domains], width,
                label=n, color=PALETTE[i % len(PALETTE)])
-    ax.set_xticks(x, domains, rotation=45 if len(domains) > 6 else 0, ha="right" if len(domains) > 6 else "center")
+    tilt = sum(len(d) for d in domains) > 40  # names that would run into each other side by side
+    ax.set_xticks(x, domains, rotation=35 if tilt else 0, ha="right" if tilt else "center")
     ax.set_ylabel("share of tokens")
     ax.set_title("Mixtures compared")
     ax.legend(fontsize=8)
