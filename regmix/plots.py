@@ -39,11 +39,12 @@ def mixture_bars(mixtures: dict[str, dict[str, float]]):
     for i, n in enumerate(names):
         ax.bar(x + (i - (len(names) - 1) / 2) * width, [mixtures[n].get(d, 0.0) for d in domains], width,
                label=n, color=PALETTE[i % len(PALETTE)])
-    tilt = sum(len(d) for d in domains) > 40  # names that would run into each other side by side
+    tilt = max(len(d) for d in domains) * len(domains) > 45  # names that would run into each other side by side
     ax.set_xticks(x, domains, rotation=35 if tilt else 0, ha="right" if tilt else "center")
     ax.set_ylabel("share of tokens")
     ax.set_title("Mixtures compared")
-    ax.legend(fontsize=8)
+    ax.set_ylim(0, ax.get_ylim()[1] * 1.2)  # room for the legend above the bars
+    ax.legend(fontsize=8, ncol=len(names), loc="upper center")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return fig
