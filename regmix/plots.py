@@ -98,3 +98,21 @@ def learning_curve(curve: pd.DataFrame):
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def shap_contributions(model, w_NxK) -> np.ndarray:
+    """Per-domain SHAP contributions of a LightGBMModel (mean over its bag), N x K (bias column dropped)."""
+    w = np.asarray(w_NxK, float)
+    return np.mean([b.predict(w, pred_contrib=True)[:, :-1] for b in model.boosters], axis=0)
+
+
+def domain_effects(weights: pd.DataFrame, contrib, unit: str = "nats/byte"):
+    """Mean |SHAP| per domain as horizontal bars: which domains' weights move the predicted loss most."""
+    imp = pd.Series(np.abs(np.asarray(contrib)).mean(axis=0), index=weights.columns).sort_values()
+    fig, ax = plt.subplots(figsize=(6, 0.35 * len(imp) + 1.5))
+    ax.barh(imp.index, imp.to_numpy(), color=PALETTE[0])
+    ax.set_xlabel(f"mean |SHAP contribution| to predicted loss ({unit})")
+    ax.set_title("Per-domain effect on the predicted loss (LightGBM SHAP)")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return fig

@@ -24,3 +24,18 @@ def test_residual_panels_and_learning_curve_spread():
     curve = pd.DataFrame({"n_runs": np.repeat([8, 16, 32], 4), "spearman": rng.uniform(0.2, 0.9, 12)})
     fig = plots.learning_curve(curve)
     assert len(fig.axes[0].lines[0].get_xdata()) == 3 and fig.axes[0].collections
+
+
+def test_shap_contributions_sum_to_prediction():
+    import lightgbm as lgb
+
+    rng = np.random.default_rng(2)
+    w = pd.DataFrame(rng.dirichlet(np.ones(3), 60), columns=list("abc"))
+    y = 2.0 - w["a"].to_numpy() + rng.normal(0, 0.01, 60)
+    b = lgb.train({"verbose": -1, "min_data_in_leaf": 5, "seed": 0}, lgb.Dataset(w.to_numpy(), y), 20)
+    model = type("M", (), {"boosters": [b]})()
+    c = plots.shap_contributions(model, w.to_numpy())
+    bias = b.predict(w.to_numpy(), pred_contrib=True)[:, -1]
+    assert np.allclose(c.sum(axis=1) + bias, b.predict(w.to_numpy()))
+    assert np.abs(c).mean(axis=0).argmax() == 0  # 'a' drives the loss
+    assert plots.domain_effects(w, c).axes[0].get_yticklabels()[-1].get_text() == "a"
