@@ -28,7 +28,23 @@ class Loader(yaml.SafeLoader):
 
     PyYAML keeps YAML 1.1's float rule, which needs a dot and a signed exponent, so it reads
     `25.0e9` as the string '25.0e9'.
+    Aliases are refused (a "billion laughs" file fails at once) and so are duplicate keys.
     """
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed", event.start_mark)
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
 
 
 Loader.add_implicit_resolver(

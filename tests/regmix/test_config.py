@@ -92,3 +92,20 @@ def test_exponent_numbers_in_space_and_token_files(tmp_path):
     tokens.write_text("arxiv: 19.0e9\nweb: nope\n")
     with pytest.raises(RegmixError, match="web: expected a token count, got 'nope'"):
         read_token_counts(tokens)
+
+
+def test_yaml_aliases_and_duplicate_keys_are_refused(tmp_path):
+    import pytest
+    from regmix.config import load_yaml
+    from regmix.errors import RegmixError
+    laughs = tmp_path / "laughs.yaml"
+    laughs.write_text("a: &a [x, x]\nb: &b [*a, *a]\nc: [*b, *b]\n")
+    with pytest.raises(RegmixError, match="alias"):
+        load_yaml(laughs)
+    dup = tmp_path / "dup.yaml"
+    dup.write_text("bounds:\n  a: 1\n  a: 2\n")
+    with pytest.raises(RegmixError, match="duplicate key 'a'"):
+        load_yaml(dup)
+    ok = tmp_path / "ok.yaml"
+    ok.write_text("tokens: 25.0e9\n")
+    assert load_yaml(ok) == {"tokens": 25.0e9}
