@@ -37,7 +37,7 @@ def _png(fig) -> bytes:
 def plot_fit(cfg, out: Path, summary: dict) -> bytes:
     oof = pd.read_csv(out / "fit" / "model" / "cv_predictions.csv")
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.3))
-    for ax, (t, title, cv) in zip(axes, [(cfg.target, f"target: {cfg.target} loss (held out)", summary["cv"]),
+    for ax, (t, title, cv) in zip(axes, [(cfg.target, f"target: {cfg.target} loss{' (held out)' if cfg.held_out else ''}", summary["cv"]),
                                          (MEAN_TARGET, "mean loss over training domains", summary["cv_mean_target"])]):
         y, p = oof[t].to_numpy(), oof[f"{t}:oof"].to_numpy()
         ax.scatter(y, p, s=22, alpha=0.75, color="#1f77b4", edgecolor="none")
@@ -66,7 +66,7 @@ def plot_mixtures(summary: dict) -> bytes:
                label=LABELS.get(n, n), color=COLORS.get(n))
     ax.set_xticks(x, domains)
     ax.set_ylabel("share of training tokens")
-    ax.set_title(f"Mixtures trained in the final runs (target: {summary['target']} loss, held out)", fontsize=11)
+    ax.set_title(f"Mixtures trained in the final runs (target: {summary['target']} loss{', held out' if summary['target'] not in summary['train_domains'] else ''})", fontsize=11)
     ax.legend(fontsize=9, ncol=2)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
@@ -143,7 +143,7 @@ def _mean_target_lines(summary: dict) -> list[str]:
         lines.append(f"| {LABELS.get(b, b)} | {r['mean']:+.4f} +- {r['std']:.4f} | {r['wins']}/{r['n_seeds']} |")
     if "uniform" in mt["margins"]:
         r = mt["margins"]["uniform"]
-        word = "beats" if r["mean"] > 0 else "does not beat"
+        word = {"beats": "beats", "ties": "ties with", "loses to": "loses to"}.get(r.get("verdict"), "beats" if r["mean"] > 0 else "does not beat")
         lines += ["", f"On the mean loss, {LABELS[ref]} {word} uniform ({r['mean']:+.3f} +- {r['std']:.3f}, "
                   f"{r['wins']}/{r['n_seeds']} seeds); the mixture chosen for the held-out target is a different one, "
                   "which is why the target has to be chosen with care."]
@@ -158,15 +158,21 @@ def markdown(summary: dict, images: dict[str, str]) -> str:
     t = summary["target"]
     fr, mg = summary["final_runs"], summary["margins"]
     n_seeds = len(summary["final"]["seeds"])
-    lines = [f"# regmix: the best mixture for the held-out '{t}' domain", ""]
+    run = summary.get("run", {})
+    corpus = run.get("corpus", "demo")
+    where = "the embedded corpus" if corpus == "demo" else f"corpus `{corpus}`"
+    held = "held-out " if t not in summary["train_domains"] else ""
+    lines = [f"# regmix: the best mixture for the {held}'{t}' domain, on {where}", ""]
     opt = fr["optimized"]["target"]
     verdict = []
     for b in ("uniform", "natural", "best_proxy"):
         if b in mg:
             r = mg[b]
-            word = "beats" if r["mean"] > 0 else "loses to"
-            verdict.append(f"{word} **{LABELS[b]}** by {abs(r['mean']):.3f} +- {r['std']:.3f} nats/byte "
-                           f"(better on {r['wins']} of {r['n_seeds']} seeds)")
+            word = r.get("verdict") or ("beats" if r["mean"] > 0 else "loses to")
+            ci = r.get("ci95")
+            interval = f", 95% paired interval {ci[0]:+.3f} to {ci[1]:+.3f}" if ci and None not in ci else ""
+            verdict.append(f"{word} **{LABELS[b]}** ({r['mean']:+.3f} +- {r['std']:.3f} nats/byte{interval}; "
+                           f"better on {r['wins']} of {r['n_seeds']} seeds)")
     lines += [
         f"Target: {summary['target_metric']}. {summary['sweep']['n_proxies']} proxies of "
         f"{summary['sweep']['params'] / 1e3:.0f}k parameters x {summary['sweep']['tokens_per_proxy'] / 1e3:.0f}k tokens "
@@ -203,7 +209,12 @@ def markdown(summary: dict, images: dict[str, str]) -> str:
               "## Exports of the optimized mixture", ""]
     for fmt, path in summary["exports"].items():
         lines.append(f"- {fmt}: `{path}`")
-    lines += ["", "Margins are paired differences (baseline - optimized) over seeds: mean +- sample std.", ""]
+    lines += ["", "Margins are paired differences (baseline - optimized) over seeds: mean +- sample std. "
+              "\"Beats\" means the 95% paired t interval of the margin excludes zero; \"ties\" that it does not.", ""]
+    if run:
+        lines += ["## How this was made", "", f"- command: `{run['command']}`", f"- regmix {run['regmix_version']}",
+                  "- config (every knob, defaults included):", "", "```", json.dumps(run["config"], indent=1),
+                  "```", ""]
     return "\n".join(lines)
 
 
@@ -225,7 +236,19 @@ def to_html(md: str, images: dict[str, bytes], names: dict[str, str]) -> str:
             body.append("<ul>" + "".join(f"<li>{inline(i)}</li>" for i in items) + "</ul>")
             items.clear()
 
+    pre = None  # lines of an open ``` block
     for line in md.splitlines():
+        if line.startswith("```"):
+            if pre is None:
+                flush()
+                pre = []
+            else:
+                body.append("<pre>" + html.escape("\n".join(pre)) + "</pre>")
+                pre = None
+            continue
+        if pre is not None:
+            pre.append(line)
+            continue
         if line.startswith("|"):
             table.append(line)
             continue
@@ -245,8 +268,9 @@ def to_html(md: str, images: dict[str, bytes], names: dict[str, str]) -> str:
     flush()
     style = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
              "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}"
-             "th{background:#f3f3f3}img{max-width:100%;display:block;margin:1em 0}code{background:#f3f3f3;padding:0 3px}")
-    return (f"<!doctype html>\n<html><head><meta charset='utf-8'><title>regmix report</title>"
+             "th{background:#f3f3f3}pre{background:#f6f6f6;padding:.5em;overflow:auto;max-height:30em}img{max-width:100%;display:block;margin:1em 0}code{background:#f3f3f3;padding:0 3px}")
+    title = html.escape(next((l.lstrip("# ") for l in md.splitlines() if l.startswith("# ")), "regmix report"))
+    return (f"<!doctype html>\n<html><head><meta charset='utf-8'><title>{title}</title>"
             f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
 
 

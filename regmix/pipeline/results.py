@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,8 @@ from scipy import stats
 from proxies.config import preset
 from proxies.final import collect
 from proxies.model import count_params
+from regmix import __version__
+from regmix.config import to_dict
 from regmix.corpus.store import TokenStore
 from regmix.errors import RegmixError
 from regmix.pipeline.config import PipelineConfig
@@ -161,4 +164,6 @@ def build_summary(cfg: PipelineConfig, out: Path) -> dict:
                   "late_fraction": cfg.final.late_fraction},
         "exports": json.loads(done_path(out, "export").read_text())["files"],
         "merging": None,  # the merging ablation is not part of the toolkit yet
+        "run": {"corpus": cfg.corpus, "regmix_version": __version__, "command": " ".join(["regmix", *sys.argv[1:]]),
+                "config": to_dict(cfg)},
     }

@@ -38,9 +38,24 @@ def test_markdown_and_html_carry_the_numbers():
     images = {k: f"report/{k}.png" for k in ("final", "mixtures", "fit", "times")}
     md = markdown(summary(), images)
     assert md.startswith("# regmix: the best mixture for the held-out 'held' domain")
-    assert "beats **uniform** by 0.200 +- 0.100 nats/byte (better on 2 of 2 seeds)" in md
+    assert "beats **uniform** (+0.200 +- 0.100 nats/byte; better on 2 of 2 seeds)" in md  # no interval: old summary
     assert "| 1 | optimized (RegMix) | 2.0000 | 2.000, 2.000 |" in md
     assert "On the mean loss, optimized (RegMix) does not beat uniform" in md
     assert "- json: `export/mixture.json`" in md and "| total | 1.5 |" in md
     page = to_html(md, {k: b"\x89PNG" for k in images}, images)
-    assert page.count("data:image/png;base64,") == 4 and "<table>" in page and "<title>regmix report</title>" in page
+    assert page.count("data:image/png;base64,") == 4 and "<table>" in page
+    assert "<title>regmix: the best mixture for the held-out &#x27;held&#x27; domain, on the embedded corpus</title>" in page
+
+
+def test_verdicts_intervals_and_how_it_was_made():
+    s = summary()
+    s["margins"]["uniform"].update(verdict="ties", ci95=[-0.7, 1.1])
+    s["run"] = {"corpus": "my_corpus", "regmix_version": "9.9", "command": "regmix run --config my.yaml --out x",
+                "config": {"corpus": "my_corpus", "target": "held"}}
+    md = markdown(s, {k: f"report/{k}.png" for k in ("final", "mixtures", "fit", "times")})
+    assert md.startswith("# regmix: the best mixture for the held-out 'held' domain, on corpus `my_corpus`")
+    assert "ties **uniform** (+0.200 +- 0.100 nats/byte, 95% paired interval -0.700 to +1.100;" in md
+    assert "- command: `regmix run --config my.yaml --out x`" in md and "- regmix 9.9" in md
+    page = to_html(md, {k: b"\x89PNG" for k in ("final", "mixtures", "fit", "times")},
+                   {k: f"report/{k}.png" for k in ("final", "mixtures", "fit", "times")})
+    assert '<pre>{\n &quot;corpus&quot;: &quot;my_corpus&quot;' in page
