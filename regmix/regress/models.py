@@ -22,6 +22,7 @@ from regmix.errors import RegmixError
 
 from regmix.regress.kinds import MODEL_KINDS
 from regmix.regress.compiled import compiled_predictor
+from regmix.regress.treecheck import checked_model_text, inside
 
 
 def lightgbm_params(n: int, seed: int, threads: int = 1) -> dict:
@@ -100,7 +101,9 @@ class LightGBMModel:
 
     @classmethod
     def load(cls, directory: Path, meta: dict) -> "LightGBMModel":
-        return cls([lgb.Booster(model_file=str(directory / f)) for f in meta["files"]], meta["rounds"])
+        n = meta["n_features"]  # FittedModel.load sets it from the model's domains
+        return cls([lgb.Booster(model_str=checked_model_text(inside(directory, f), n)) for f in meta["files"]],
+                   meta["rounds"])
 
 
 class LinearModel:
