@@ -19,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 
-from proxies import cpu_kernels
+from proxies import checkpoint, cpu_kernels
 from proxies.config import ModelConfig, TrainConfig
 from proxies.pool import enable_compile_cache, release_memory, run_workers
 from proxies.replicas import Replicas, from_env, leads
@@ -51,6 +51,8 @@ class Job:
     late_fraction: float = 0.0
     same_init: bool = False
     progress: Path | None = None  # {"step", "tokens"} of the job, rewritten about once a second
+    init_params: object = None  # start from these stacked params (proxies.branches)
+    params_dir: Path | None = None  # save the final params here (orbax) before the result
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,9 +110,11 @@ def train_job(stage: Stage, out: Path, i: int, record: dict | None = None, repli
                          eval_domains=job.eval_domains, late_w_MxK=job.late_w_MxK,
                          late_fraction=job.late_fraction, same_init=job.same_init, proxy_ids=job.proxy_ids,
                          lr_scale_M=job.lr_scale_M, checkpoint_dir=job.checkpoint_dir, on_step=on_step,
-                         replicas=replicas)
+                         replicas=replicas, init_params=job.init_params)
     result = result_record(stage, job, res)
     if leads(replicas):
+        if job.params_dir is not None:
+            checkpoint.save(job.params_dir, job.train.steps, res.params, {"eval_domains": res.eval_domains})
         atomic_write_json(stage.result(out, i), result, indent=None)
         shutil.rmtree(job.scratch, ignore_errors=True)  # the result is the durable record now
     return result

@@ -15,6 +15,7 @@ Library API (the sweep and the demo's final runs both call it)::
         mesh: Mesh | None = None,                   # default: all devices (proxies.mesh)
         on_step: Callable[[int, int], None] | None = None,   # (steps done, tokens done)
         replicas: Replicas | None = None,           # one of several processes splitting the batches
+        init_params=None,                           # start from these stacked params (fresh optimizer)
     ) -> TrainResult
 
 `TrainResult` holds per-domain validation losses (nats per token) and bits per byte at the end
@@ -201,6 +202,20 @@ def replica_step(grads_fn, apply_fn, replicas: Replicas, tag: int):
     return step
 
 
+@functools.lru_cache(maxsize=16)
+def jitted_start(train: TrainConfig, sharding):
+    """`start(params_M, lr_scale_M) -> TrainState`: given weights, a fresh optimizer state."""
+    tx = optimizer(train)
+    return jax.jit(jax.vmap(lambda p, s: TrainState(p, tx.init(p), s)), out_shardings=sharding)
+
+
+def params_digest(params) -> str:
+    h = hashlib.sha256()
+    for x in jax.tree.leaves(params):
+        h.update(np.asarray(x).tobytes())
+    return h.hexdigest()[:16]
+
+
 def proxy_keys(seed: int, proxy_ids: np.ndarray, same_init: bool) -> jax.Array:
     base = jax.random.key(seed)
     ids = np.zeros_like(proxy_ids) if same_init else proxy_ids
@@ -219,7 +234,7 @@ def train_mixtures(store: TokenStore, domains: list[str], w_MxK: np.ndarray, *, 
                    same_init: bool = False, proxy_ids: np.ndarray | None = None,
                    lr_scale_M: np.ndarray | None = None, checkpoint_dir: Path | None = None,
                    mesh: Mesh | None = None, on_step: Callable[[int, int], None] | None = None,
-                   replicas: Replicas | None = None) -> TrainResult:
+                   replicas: Replicas | None = None, init_params=None) -> TrainResult:
     """Train one proxy per row of `w_MxK` (mixtures over `domains`); see the module docstring.
 
     `replicas` (proxies.replicas): this process is one of several that train the same proxies on
@@ -252,11 +267,15 @@ def train_mixtures(store: TokenStore, domains: list[str], w_MxK: np.ndarray, *, 
     init, step_fn = jitted(run_cfg, vocab, train, sharding)
     keys = proxy_keys(train.seed, pad(ids_M), same_init)
     state = init(keys, jnp.asarray(pad(scale_M), jnp.float32))
+    if init_params is not None:  # continued training (proxies.branches): these weights, leading axis m
+        start = jax.tree.map(lambda x: jnp.asarray(pad(np.asarray(x))), init_params)
+        state = jitted_start(train, sharding)(start, state.lr_scale)
 
     # final=, f=: the schedule's keys as checkpoints of earlier versions hold them (resumable)
     sig = signature(model=to_dict(cfg), train=to_dict(train), vocab=vocab, domains=domains,
                     eval_domains=eval_domains, w=w_MxK, final=late_w_MxK, f=late_fraction,
-                    same_init=same_init, ids=ids_M, scale=scale_M, tokenizer=store.tokenizer_hash)
+                    same_init=same_init, ids=ids_M, scale=scale_M, tokenizer=store.tokenizer_hash,
+                    **({} if init_params is None else {"init": params_digest(init_params)}))
     if replicas is not None:  # the tag: replicas training different runs stop with an error
         step_fn = replica_step(*jitted_replica(run_cfg, vocab, train, sharding), replicas,
                                tag=int(sig[:15], 16))

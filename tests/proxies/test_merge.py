@@ -1,0 +1,137 @@
+"""Merged models: exact one-hot merges, identical branches, batches = one at a time, bad weights,
+branches from the seed through the job runner, and `regmix merge` tables that `regmix fit` reads."""
+
+import json
+
+import jax
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from proxies import model as modellib
+from proxies.config import TrainConfig, preset
+from proxies.merge import merge_params, merged_losses
+from regmix.cli import main
+from regmix.corpus.store import TokenStore, write_store
+from regmix.errors import RegmixError
+
+TRAIN = {"steps": 30, "batch": 4, "seq_len": 32, "lr": 0.003, "warmup_steps": 3, "block_steps": 4,
+         "eval_windows": 4, "eval_batch": 4, "checkpoint_every": 10}
+DOMAINS = ["web", "code", "books"]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("merge")
+    rng = np.random.default_rng(0)
+
+    def dom(p, n):
+        return (rng.integers(0, 2, n) * p + rng.integers(0, 10, n)) % 256
+
+    arrays = {d: (dom(p, 4000), dom(p, 400)) for d, p in [("web", 3), ("code", 50), ("books", 100), ("held", 7)]}
+    write_store(root / "store", arrays, vocab_size=257, eod_id=256)
+    return root
+
+
+@pytest.fixture(scope="module")
+def branches(store):
+    """Three differently initialised tiny models, stacked."""
+    init = modellib.init_params(preset("tiny"), 257)
+    return jax.vmap(init)(jax.random.split(jax.random.key(3), 3))
+
+
+def leaves(params, i=None):
+    return [np.asarray(x if i is None else x[i]) for x in jax.tree.leaves(params)]
+
+
+def test_one_hot_merge_is_the_branch_exactly(branches):
+    merged = merge_params(branches, np.eye(3))
+    for k in range(3):
+        for a, b in zip(leaves(merged, k), leaves(branches, k)):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_identical_branches_merge_to_the_branch(branches):
+    same = jax.tree.map(lambda x: np.repeat(np.asarray(x[:1]), 3, axis=0), branches)
+    merged = merge_params(same, np.array([[0.2, 0.3, 0.5], [1 / 3, 1 / 3, 1 / 3]]))
+    for n in range(2):
+        for a, b in zip(leaves(merged, n), leaves(branches, 0)):
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    # and a real mixture of different branches is their weighted average
+    mixed = merge_params(branches, np.array([[0.2, 0.3, 0.5]]))
+    for a, *bs in zip(leaves(mixed, 0), *(leaves(branches, k) for k in range(3))):
+        np.testing.assert_allclose(a, 0.2 * bs[0] + 0.3 * bs[1] + 0.5 * bs[2], rtol=1e-5, atol=1e-7)
+
+
+def test_batch_equals_one_at_a_time(store, branches):
+    s = TokenStore.open(store / "store")
+    train = TrainConfig(**TRAIN)
+    w = np.random.default_rng(1).dirichlet(np.ones(3), size=5)
+    kw = dict(store=s, eval_domains=["web", "held"], model="tiny", train=train)
+    loss, bpb = merged_losses(branches, w, chunk=4, **kw)  # two chunks, the last one padded
+    assert loss.shape == (5, 2) and np.isfinite(loss).all()
+    assert np.ptp(loss[:, 0]) > 0  # different mixtures, different losses
+    for n in range(5):
+        one, one_bpb = merged_losses(branches, w[n:n + 1], **kw)
+        np.testing.assert_allclose(loss[n], one[0], rtol=1e-5)
+        np.testing.assert_allclose(bpb[n], one_bpb[0], rtol=1e-5)
+
+
+@pytest.mark.parametrize("w", [[[0.5, 0.6, -0.1]], [[0.5, 0.2, 0.2]], [[np.nan, 0.5, 0.5]], [[0.5, 0.5]]])
+def test_weights_off_the_simplex_are_refused(branches, w):
+    with pytest.raises(RegmixError, match="merge mixture"):
+        merge_params(branches, np.array(w))
+
+
+@pytest.fixture(scope="module")
+def merged_run(store):
+    config = {"store": str(store / "store"), "model": "tiny", "sampler": "uniform", "train_domains": DOMAINS,
+              "train": TRAIN, "merge": {"seed_steps": 30, "branch_steps": 10, "n_candidates": 12, "chunk": 8}}
+    (store / "merge.yaml").write_text(yaml.safe_dump(config))
+    out = store / "out"
+    assert main(["merge", "--config", str(store / "merge.yaml"), "--out", str(out)]) == 0
+    return out
+
+
+def test_merge_writes_tables_fit_reads(store, merged_run):
+    out = merged_run
+    mixtures, metrics = pd.read_csv(out / "mixtures.csv"), pd.read_csv(out / "metrics.csv")
+    assert list(mixtures.columns) == ["run"] + DOMAINS and len(mixtures) == 12
+    domains = DOMAINS + ["held"]
+    assert list(metrics.columns) == ["run"] + [f"{d}_{m}" for d in domains for m in ("val_loss", "bpb")] + [
+        "mean_val_loss", "mean_bpb"]
+    assert metrics.iloc[:, 1:].notna().all().all()
+    assert (pd.read_csv(out / "status.csv")["source"] == "merged").all()
+    assert json.loads((out / "merge.json").read_text())["rows"] == "merged"
+    assert main(["fit", "--mixtures", str(out / "mixtures.csv"), "--metrics", str(out / "metrics.csv"),
+                 "--target", "held_val_loss", "--model", "linear", "--folds", "3", "--out", str(store / "fit"),
+                 "--no-progress"]) == 0
+    assert (store / "fit" / "model.json").exists()
+
+
+def test_branches_start_from_the_seed_and_one_hot_matches_the_branch(store, merged_run):
+    from proxies import branches as br
+
+    out = merged_run
+    record = json.loads((out / "merge.json").read_text())
+    result = br.branch_results(out)
+    assert result["runs"] == DOMAINS and result["steps"] == [10, 10, 10]
+    seed = json.loads(br.job_result(out, 0).read_text())
+    # a branch trained on its domain alone is better there than the seed it started from
+    for k, d in enumerate(DOMAINS):
+        assert result["val_loss"][k][k] < seed["val_loss"][0][k]
+    # the one-hot merged row scores as the branch did at the end of its training
+    (store / "onehot.csv").write_text("run,web,code,books\na,0,1,0\n")
+    assert main(["merge", "--config", str(store / "merge.yaml"), "--out", str(out),
+                 "--mixtures", str(store / "onehot.csv")]) == 0  # resumes: nothing retrained
+    metrics = pd.read_csv(out / "metrics.csv")
+    np.testing.assert_allclose(metrics.loc[0, "code_val_loss"], result["val_loss"][1][1], rtol=1e-5)
+    assert json.loads(br.job_result(out, 1).read_text()) == result
+
+
+def test_mixtures_with_an_unknown_domain_are_refused(store, merged_run, capsys):
+    (store / "bad.csv").write_text("run,web,nope\na,0.5,0.5\n")
+    assert main(["merge", "--config", str(store / "merge.yaml"), "--out", str(merged_run),
+                 "--mixtures", str(store / "bad.csv")]) == 2
+    assert "nope" in capsys.readouterr().err
