@@ -101,14 +101,19 @@ class FittedModel:
             meta = json.loads(path.read_text())
             if meta.get("format") != FORMAT:
                 raise RegmixError(f"{path}: unsupported model format {meta.get('format')!r}")
+            n = len(meta["columns"])
+            if not meta["targets"] or not all(isinstance(t, str) and t for t in meta["targets"]):
+                raise RegmixError(f"{path}: field 'targets' must be a non-empty list of names")
+            if len(meta["full"]) != len(meta["targets"]) or n != len(meta["domains"]) or n == 0:
+                raise RegmixError(f"{path}: fields 'targets', 'full', 'domains' and 'columns' do not agree")
             return cls(
                 kind=meta["kind"],
                 targets=list(meta["targets"]),
                 domains=tuple(meta["domains"]),
                 columns=tuple(meta["columns"]),
                 prior_K=np.asarray(meta["prior"], np.float64),
-                full=[load_model(directory, m) for m in meta["full"]],
-                folds=[[load_model(directory, m) for m in ms] for ms in meta["folds"]],
+                full=[load_model(directory, m, n) for m in meta["full"]],
+                folds=[[load_model(directory, m, n) for m in ms] for ms in meta["folds"]],
                 cv=meta.get("cv", {}),
                 n_runs=meta.get("n_runs", 0),
                 seed=meta.get("seed", 0),

@@ -1,0 +1,220 @@
+"""Hostile and broken input: one line naming the file or field, exit code 2, never a crash."""
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from regmix.cli import main
+
+from helpers_tables import synthetic_sweep
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def assert_one_line(code, err, *fragments):
+    assert code == 2, err
+    assert "Traceback" not in err
+    lines = [l for l in err.strip().splitlines() if l.startswith("regmix: error:")]
+    assert len(lines) == 1, err
+    assert len(lines[0]) <= 320, lines[0][:400]
+    for f in fragments:
+        assert f in lines[0], lines[0]
+
+
+def run_cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    _, err = capsys.readouterr()
+    return code, err
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("fuzz")
+    mix, met, *_ = synthetic_sweep(tmp, n=32, k=3)
+    models = {}
+    for kind in ("lightgbm", "linear", "mixing-law"):
+        out = tmp / f"model-{kind}"
+        assert main(["fit", "--mixtures", str(mix), "--metrics", str(met), "--target", "target", "--folds", "2",
+                     "--model", kind, "--out", str(out), "--no-progress"]) == 0
+        models[kind] = out
+    return tmp, mix, met, models
+
+
+def copy_model(sweep, kind, tmp_path):
+    dst = tmp_path / "model"
+    shutil.copytree(sweep[3][kind], dst)
+    return dst
+
+
+# ---- 1. tree files are checked before LightGBM's parser or the compiled path sees them ----
+
+def _truncate(text):
+    return text[: len(text) // 2]
+
+
+def _cut_before_tree(text):
+    return text[: text.index("\nTree=1")] + "\n"
+
+
+def _feature_9(text):
+    return re.sub(r"split_feature=(\d+)", "split_feature=9", text, count=1)
+
+
+def _child_out(text):
+    return re.sub(r"left_child=(-?\d+)", "left_child=9999", text, count=1)
+
+
+def _short_leaves(text):
+    return re.sub(r"(leaf_value=\S+) \S+", r"\1", text, count=1)
+
+
+def _no_header(text):
+    return text[text.index("Tree=0"):]
+
+
+def _bad_num_leaves(text):
+    return text.replace("num_leaves=", "num_leaves=x", 1)
+
+
+def _nan_leaf(text):
+    return re.sub(r"leaf_value=\S+", "leaf_value=nan", text, count=1)
+
+
+def _max_feature_idx(text):
+    return re.sub(r"max_feature_idx=\d+", "max_feature_idx=8", text, count=1)
+
+
+def _empty(text):
+    return ""
+
+
+def _binary(text):
+    return "\x00\xff" * 100
+
+
+def _drop_threshold(text):
+    return re.sub(r"\nthreshold=[^\n]*", "", text, count=1)
+
+
+TREE_CASES = [
+    ("truncated", _truncate, ["lgb.txt"]),
+    ("cut-before-tree", _cut_before_tree, ["lgb.txt"]),
+    ("feature-9-of-3", _feature_9, ["lgb.txt", "feature 9 of 3"]),
+    ("child-out-of-range", _child_out, ["lgb.txt", "child index 9999"]),
+    ("short-leaf-values", _short_leaves, ["lgb.txt", "leaf_value"]),
+    ("no-header", _no_header, ["lgb.txt", "header"]),
+    ("bad-num-leaves", _bad_num_leaves, ["lgb.txt", "num_leaves"]),
+    ("nan-leaf", _nan_leaf, ["lgb.txt", "leaf_value"]),
+    ("max-feature-idx", _max_feature_idx, ["lgb.txt", "9 features"]),
+    ("empty", _empty, ["lgb.txt"]),
+    ("binary", _binary, ["lgb.txt"]),
+    ("no-threshold", _drop_threshold, ["lgb.txt"]),
+]
+
+
+@pytest.mark.parametrize("command", ["predict", "optimize"])
+@pytest.mark.parametrize("name,tamper,fragments", TREE_CASES, ids=[c[0] for c in TREE_CASES])
+def test_tampered_tree_file_is_one_line_in_a_child_process(sweep, tmp_path, command, name, tamper, fragments):
+    model = copy_model(sweep, "lightgbm", tmp_path)
+    tree = sorted(model.glob("*.lgb.txt"))[0]
+    tree.write_text(tamper(tree.read_text()), encoding="latin-1")
+    if command == "predict":
+        argv = ["predict", "--model", model, "--mixtures", sweep[1], "--out", tmp_path / "p.csv"]
+    else:
+        argv = ["optimize", "--model", model, "--samples", "200", "--out", tmp_path / "m.json", "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-m", "regmix", *map(str, argv)], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert_one_line(proc.returncode, proc.stderr, *fragments)
+
+
+# ---- 2. model.json: containment and finite, consistent numbers ----
+
+def _edit_lgb_files(meta, files):
+    meta["full"][0]["files"] = files
+    return meta
+
+
+def _outside_file(model):
+    outside = model.parent / "outside"
+    outside.mkdir(exist_ok=True)
+    src = sorted(model.glob("*.lgb.txt"))[0]
+    shutil.copy(src, outside / "stolen.lgb.txt")
+    return outside / "stolen.lgb.txt"
+
+
+def _symlink_out(model):
+    target = _outside_file(model)
+    (model / "link.lgb.txt").symlink_to(target)
+    return "link.lgb.txt"
+
+
+CONTAIN_CASES = [
+    ("dotdot", lambda m: "../outside/stolen.lgb.txt", ["model.json", "plain name"]),
+    ("absolute", lambda m: str(_outside_file(m)), ["model.json", "plain name"]),
+    ("symlink-out", _symlink_out, ["model.json", "outside the model folder"]),
+    ("missing", lambda m: "nope.lgb.txt", ["model.json", "missing file"]),
+    ("not-a-string", lambda m: 7, ["model.json", "plain name"]),
+    ("empty-name", lambda m: "", ["model.json", "plain name"]),
+]
+
+
+@pytest.mark.parametrize("name,make,fragments", CONTAIN_CASES, ids=[c[0] for c in CONTAIN_CASES])
+def test_model_json_names_only_files_inside_its_folder(sweep, tmp_path, capsys, name, make, fragments):
+    model = copy_model(sweep, "lightgbm", tmp_path)
+    if name in ("dotdot",):
+        _outside_file(model)
+    meta = json.loads((model / "model.json").read_text())
+    _edit_lgb_files(meta, [make(model)])
+    (model / "model.json").write_text(json.dumps(meta))
+    code, err = run_cli(capsys, "predict", "--model", model, "--mixtures", sweep[1], "--out", tmp_path / "p.csv")
+    assert_one_line(code, err, *fragments)
+    assert not (tmp_path / "p.csv").exists()
+
+
+def _set(path, value):
+    def edit(meta):
+        node = meta
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value
+        return meta
+    return edit
+
+
+NAN = float("nan")
+META_CASES = [
+    ("linear", "coef-too-short", _set(["full", 0, "coef"], [0.1, 0.2]), ["model.json", "coef", "3 domains"]),
+    ("linear", "coef-too-long", _set(["full", 0, "coef"], [0.1] * 9), ["model.json", "coef"]),
+    ("linear", "coef-nan", _set(["full", 0, "coef"], [0.1, NAN, 0.2]), ["model.json", "coef", "finite"]),
+    ("linear", "coef-string", _set(["full", 0, "coef"], [0.1, "x", 0.2]), ["model.json", "coef"]),
+    ("linear", "coef-not-list", _set(["full", 0, "coef"], 3), ["model.json", "coef"]),
+    ("linear", "intercept-inf", _set(["full", 0, "intercept"], float("inf")), ["model.json", "intercept"]),
+    ("linear", "alpha-null", _set(["full", 0, "alpha"], None), ["model.json", "alpha"]),
+    ("linear", "fold-coef-short", _set(["folds", 0, 0, "coef"], [1.0]), ["model.json", "coef"]),
+    ("linear", "empty-targets", _set(["targets"], []), ["model.json", "targets"]),
+    ("linear", "empty-target-name", _set(["targets"], [""]), ["model.json", "targets"]),
+    ("linear", "unknown-kind", _set(["full", 0, "kind"], "x" * 5000), ["model.json"]),
+    ("linear", "columns-mismatch", _set(["columns"], ["a"]), ["model.json", "columns"]),
+    ("mixing-law", "t-short", _set(["full", 0, "t"], [0.5]), ["model.json", "'t'", "3 domains"]),
+    ("mixing-law", "t-nan", _set(["full", 0, "t"], [0.5, NAN, 1.0]), ["model.json", "'t'"]),
+    ("mixing-law", "c-inf", _set(["full", 0, "c"], float("-inf")), ["model.json", "'c'"]),
+    ("mixing-law", "k-string", _set(["full", 0, "k"], "1"), ["model.json", "'k'"]),
+    ("mixing-law", "empty-targets", _set(["targets"], []), ["model.json", "targets"]),
+    ("mixing-law", "missing-full", lambda m: {k: v for k, v in m.items() if k != "full"}, ["model.json"]),
+    ("lightgbm", "no-files", _set(["full", 0, "files"], []), ["model.json", "no tree files"]),
+]
+
+
+@pytest.mark.parametrize("kind,name,edit,fragments", META_CASES, ids=[f"{c[0]}-{c[1]}" for c in META_CASES])
+def test_tampered_model_json_is_one_line(sweep, tmp_path, capsys, kind, name, edit, fragments):
+    model = copy_model(sweep, kind, tmp_path)
+    meta = edit(json.loads((model / "model.json").read_text()))
+    (model / "model.json").write_text(json.dumps(meta))
+    code, err = run_cli(capsys, "predict", "--model", model, "--mixtures", sweep[1], "--out", tmp_path / "p.csv")
+    assert_one_line(code, err, *fragments)
