@@ -11,6 +11,7 @@ from regmix.export import (FORMATS, Budget, ExportOptions, Schedule, export, par
                            read_token_counts)
 from regmix.export.static import HF_STRATEGIES
 from regmix.files import atomic_write_text
+from regmix.files import check_out
 
 
 def register(sub) -> None:
@@ -41,6 +42,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    if args.out:
+        check_out(args.out, "file")
     mix = read_mixture(args.mixture)
     budget = None
     if args.token_budget is not None:

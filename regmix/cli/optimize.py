@@ -14,6 +14,7 @@ from regmix.regress.fit import FittedModel
 from regmix.report_text import weights_table
 from regmix.sample import METHODS
 from regmix.space import load_space
+from regmix.files import check_out
 
 
 def register(sub) -> None:
@@ -41,6 +42,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    check_out(args.out, "file")
     model = FittedModel.load(args.model)
     caps = {"token_budget": args.token_budget, "tokens": args.tokens, "max_epochs": args.max_epochs}
     given = args.space or any(v is not None for v in caps.values())

@@ -117,8 +117,10 @@ TREE_CASES = [
 ]
 
 
-@pytest.mark.parametrize("command", ["predict", "optimize"])
-@pytest.mark.parametrize("name,tamper,fragments", TREE_CASES, ids=[c[0] for c in TREE_CASES])
+TREE_RUNS = [("predict", *c) for c in TREE_CASES] + [("optimize", *c) for c in TREE_CASES[:3]]
+
+
+@pytest.mark.parametrize("command,name,tamper,fragments", TREE_RUNS, ids=[f"{r[0]}-{r[1]}" for r in TREE_RUNS])
 def test_tampered_tree_file_is_one_line_in_a_child_process(sweep, tmp_path, command, name, tamper, fragments):
     model = copy_model(sweep, "lightgbm", tmp_path)
     tree = sorted(model.glob("*.lgb.txt"))[0]
@@ -218,3 +220,45 @@ def test_tampered_model_json_is_one_line(sweep, tmp_path, capsys, kind, name, ed
     (model / "model.json").write_text(json.dumps(meta))
     code, err = run_cli(capsys, "predict", "--model", model, "--mixtures", sweep[1], "--out", tmp_path / "p.csv")
     assert_one_line(code, err, *fragments)
+
+
+# ---- 3. --out that exists as the wrong kind is refused before any work ----
+
+def _out_argv(command, sweep, out):
+    tmp, mix, met, models = sweep
+    return {
+        "fit": ["fit", "--mixtures", mix, "--metrics", met, "--target", "target", "--folds", "2", "--model", "linear",
+                "--out", out, "--no-progress"],
+        "predict": ["predict", "--model", models["linear"], "--mixtures", mix, "--out", out],
+        "optimize": ["optimize", "--model", models["linear"], "--samples", "100", "--out", out, "--no-progress"],
+        "export": ["export", tmp / "mixture.json", "--format", "json", "--out", out],
+        "prepare": ["prepare", "--corpus", tmp / "no-corpus", "--out", out],
+        "sample": ["sample", "--domains", "a,b,c", "--n", "4", "--out", out],
+    }[command]
+
+
+FOLDER_WRITERS = {"fit", "prepare"}
+OUT_CASES = [(c, k) for c in ("fit", "predict", "optimize", "export", "prepare", "sample")
+             for k in ("wrong-kind", "under-dev-null", "under-a-file")]
+
+
+@pytest.mark.parametrize("command,case", OUT_CASES, ids=[f"{c}-{k}" for c, k in OUT_CASES])
+def test_out_of_the_wrong_kind_is_refused_first(sweep, tmp_path, capsys, command, case):
+    if case == "wrong-kind":
+        out = tmp_path / "out"
+        if command in FOLDER_WRITERS:
+            out.write_text("keep me\n")
+        else:
+            out.mkdir()
+        fragment = str(out)
+    elif case == "under-dev-null":
+        out, fragment = Path("/dev/null/out"), "/dev/null"
+    else:
+        (tmp_path / "afile").write_text("keep me\n")
+        out, fragment = tmp_path / "afile" / "sub" / "out", "afile"
+    before = sorted(p.name for p in tmp_path.iterdir())
+    code, err = run_cli(capsys, *_out_argv(command, sweep, out))
+    assert_one_line(code, err, "--out", fragment)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    if case != "under-dev-null" and out.is_file():
+        assert out.read_text() == "keep me\n"
