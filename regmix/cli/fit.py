@@ -33,6 +33,8 @@ def register(sub) -> None:
 
 def run(args) -> int:
     check_out(args.out, "folder")
+    if args.target and not all(t.strip() for t in args.target):
+        raise RegmixError("--target: a target name is empty")
     targets = args.target or ([EMBEDDED_TARGET] if args.mixtures is None else None)
     if not targets:
         raise RegmixError("--target is required with --mixtures/--metrics")

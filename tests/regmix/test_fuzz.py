@@ -262,3 +262,112 @@ def test_out_of_the_wrong_kind_is_refused_first(sweep, tmp_path, capsys, command
     assert sorted(p.name for p in tmp_path.iterdir()) == before
     if case != "under-dev-null" and out.is_file():
         assert out.read_text() == "keep me\n"
+
+
+# ---- 4. bad numbers and names are refused with one bounded line ----
+
+def _write(tmp_path, name, text):
+    (tmp_path / name).write_text(text)
+    return tmp_path / name
+
+
+def _mixture_json(tmp_path):
+    return _write(tmp_path, "mixture.json", json.dumps({"weights": {"d0": 0.5, "d1": 0.3, "d2": 0.2}}))
+
+
+FLAG_CASES = [
+    ("optimize", ["--kl", "nan"], ["--kl"]),
+    ("optimize", ["--kl=-inf"], ["--kl"]),
+    ("optimize", ["--kl=-1"], ["--kl"]),
+    ("optimize", ["--target-weights", "nan"], ["--target-weights"]),
+    ("optimize", ["--target-weights", "inf"], ["--target-weights"]),
+    ("optimize", ["--token-budget", "nan"], ["--token-budget"]),
+    ("optimize", ["--token-budget", "inf"], ["--token-budget"]),
+    ("optimize", ["--token-budget", "0"], ["--token-budget"]),
+    ("optimize", ["--max-epochs", "nan", "--token-budget", "1e9"], ["--max-epochs"]),
+    ("optimize", ["--samples", "0"], ["--samples"]),
+    ("optimize", ["--top-k", "0"], ["--top-k"]),
+    ("export", ["--token-budget", "nan"], ["--token-budget"]),
+    ("export", ["--token-budget", "inf"], ["--token-budget"]),
+    ("export", ["--token-budget", "0"], ["--token-budget"]),
+    ("export", ["--token-budget=-1e9"], ["--token-budget"]),
+    ("export", ["--token-budget", "1e9", "--max-epochs", "inf"], ["--max-epochs"]),
+]
+
+
+@pytest.mark.parametrize("command,flags,fragments", FLAG_CASES, ids=[f"{c[0]}{' '.join(c[1])}" for c in FLAG_CASES])
+def test_bad_number_flags(sweep, tmp_path, capsys, command, flags, fragments):
+    if command == "optimize":
+        argv = ["optimize", "--model", sweep[3]["linear"], "--samples", "100", "--out", tmp_path / "m.json",
+                "--no-progress", *flags]
+    else:
+        argv = ["export", _mixture_json(tmp_path), "--format", "json", "--out", tmp_path / "o.json", *flags]
+    code, err = run_cli(capsys, *argv)
+    assert_one_line(code, err, *fragments)
+    assert not (tmp_path / "m.json").exists() and not (tmp_path / "o.json").exists()
+
+
+TOKEN_FILES = [
+    ("nan-count", "d0: .nan\nd1: 1e9\nd2: 1e9\n", ["tokens.yaml", "d0"]),
+    ("negative-count", "d0: -5\nd1: 1e9\nd2: 1e9\n", ["tokens.yaml", "d0"]),
+    ("inf-count", "d0: .inf\nd1: 1e9\nd2: 1e9\n", ["tokens.yaml", "d0"]),
+    ("string-count", "d0: lots\nd1: 1e9\nd2: 1e9\n", ["tokens.yaml", "d0"]),
+    ("not-a-mapping", "- 1\n- 2\n", ["tokens.yaml"]),
+    ("non-utf8", None, ["tokens.yaml"]),
+]
+
+
+@pytest.mark.parametrize("command", ["optimize", "export"])
+@pytest.mark.parametrize("name,text,fragments", TOKEN_FILES, ids=[c[0] for c in TOKEN_FILES])
+def test_bad_token_files(sweep, tmp_path, capsys, command, name, text, fragments):
+    tokens = tmp_path / "tokens.yaml"
+    if text is None:
+        tokens.write_bytes(b"d0: 1\xff\xfe\n")
+    else:
+        tokens.write_text(text)
+    caps = ["--token-budget", "1e9", "--tokens", tokens, "--max-epochs", "4"]
+    if command == "optimize":
+        argv = ["optimize", "--model", sweep[3]["linear"], "--samples", "100", "--out", tmp_path / "m.json",
+                "--no-progress", *caps]
+    else:
+        argv = ["export", _mixture_json(tmp_path), "--format", "json", "--out", tmp_path / "o.json", *caps]
+    code, err = run_cli(capsys, *argv)
+    assert_one_line(code, err, *fragments)
+
+
+HEADER = "run,train_d0,train_d1,train_d2\n"
+TABLE_CASES = [
+    ("inf-weight", HEADER + "r0,inf,0.5,0.5\n", [], ["c.csv", "train_d0", "infinite"]),
+    ("inf-weight-renormalize", HEADER + "r0,inf,0.5,0.5\n", ["--renormalize"], ["c.csv", "train_d0"]),
+    ("minus-inf-renormalize", HEADER + "r0,0.5,-inf,0.5\n", ["--renormalize"], ["c.csv", "train_d1"]),
+    ("nan-weight-renormalize", HEADER + "r0,0.5,nan,0.5\n", ["--renormalize"], ["c.csv", "train_d1"]),
+    ("huge-weight-renormalize", HEADER + "r0,1e308,1e308,1e308\n", ["--renormalize"], ["c.csv"]),
+    ("duplicate-columns", "run,train_d0,train_d0,train_d2\nr0,0.2,0.3,0.5\n", [], ["c.csv", "duplicate column", "train_d0"]),
+    ("empty-column-name", "run,train_d0,,train_d2\nr0,0.2,0.3,0.5\n", [], ["c.csv", "empty name"]),
+    ("huge-cell", HEADER + "r0," + "x" * 100000 + ",0.5,0.5\n", [], ["c.csv", "train_d0"]),
+    ("huge-run-id", HEADER + "r" * 100000 + ",-1,0.5,0.5\n", [], ["c.csv"]),
+]
+
+
+@pytest.mark.parametrize("name,text,flags,fragments", TABLE_CASES, ids=[c[0] for c in TABLE_CASES])
+def test_bad_mixture_tables_for_predict(sweep, tmp_path, capsys, name, text, flags, fragments):
+    table = _write(tmp_path, "c.csv", text)
+    code, err = run_cli(capsys, "predict", "--model", sweep[3]["linear"], "--mixtures", table,
+                        "--out", tmp_path / "p.csv", *flags)
+    assert_one_line(code, err, *fragments)
+    assert not (tmp_path / "p.csv").exists()
+
+
+@pytest.mark.parametrize("target,fragments", [("", ["--target", "empty"]), ("   ", ["--target", "empty"])])
+def test_empty_target_name(sweep, tmp_path, capsys, target, fragments):
+    code, err = run_cli(capsys, "fit", "--mixtures", sweep[1], "--metrics", sweep[2], "--target", target,
+                        "--model", "linear", "--out", tmp_path / "m", "--no-progress")
+    assert_one_line(code, err, *fragments)
+    assert not (tmp_path / "m").exists()
+
+
+def test_duplicate_metric_columns(sweep, tmp_path, capsys):
+    met = _write(tmp_path, "l.csv", "run,metric/target_val_loss,metric/target_val_loss\nr000,1,2\n")
+    code, err = run_cli(capsys, "fit", "--mixtures", sweep[1], "--metrics", met, "--target", "target",
+                        "--model", "linear", "--out", tmp_path / "m", "--no-progress")
+    assert_one_line(code, err, "l.csv", "duplicate column")
