@@ -167,7 +167,9 @@ def load_mixtures(path: str | Path, tolerance: float = SUM_TOLERANCE, renormaliz
     id_col, ids, columns, w = _read_numeric_table(path, "domain")
     nan_rows, nan_cols = np.nonzero(~np.isfinite(w))
     if len(nan_rows):
-        raise RegmixError(f"{path}: {id_col} {ids[nan_rows[0]]}, column '{columns[nan_cols[0]]}': weight is missing, NaN or infinite")
+        i, j = nan_rows[0], nan_cols[0]
+        what = "is missing or NaN" if np.isnan(w[i, j]) else "is infinite"
+        raise RegmixError(f"{path}: {id_col} {ids[i]}, column '{columns[j]}': weight {what}")
     neg_rows, neg_cols = np.nonzero(w < 0)
     if len(neg_rows):
         i, j = neg_rows[0], neg_cols[0]
