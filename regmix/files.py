@@ -73,3 +73,22 @@ def locked(folder: str | Path, what: str = "run"):
 def usable_cores() -> int:
     """Cores this process may run on (its affinity mask, which containers and `taskset` narrow)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def check_out(path: str | Path, kind: str, flag: str = "--out") -> Path:
+    """Refuse, before any work, an output path that exists as the wrong kind or cannot be created.
+
+    `kind` is "file" (a file is written at `path`) or "folder" (files are written inside it)."""
+    path = Path(path)
+    if kind == "file" and path.is_dir():
+        raise RegmixError(f"{flag} {path}: is a folder; give a file name")
+    if kind == "folder" and path.exists() and not path.is_dir():
+        raise RegmixError(f"{flag} {path}: exists and is not a folder")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise RegmixError(f"{flag} {path}: {parent} is not a folder")
+            if not os.access(parent, os.W_OK | os.X_OK) and not path.exists():
+                raise RegmixError(f"{flag} {path}: cannot create it in {parent} (no write permission)")
+            break
+    return path

@@ -77,6 +77,13 @@ def read_frame(path: str | Path) -> pd.DataFrame:
             frame = frame.map(lambda v: None if v is None else str(v))
         else:
             frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+            header = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False,
+                                 skipinitialspace=True).iloc[0].str.strip()
+            dup = header[header.duplicated()].unique()
+            if len(dup):
+                raise RegmixError(f"{path}: duplicate column name(s): {_few(dup)}")
+            if (header == "").any():
+                raise RegmixError(f"{path}: column {int(np.flatnonzero(header == '')[0]) + 1} has an empty name")
     except pd.errors.EmptyDataError:
         raise RegmixError(f"{path}: empty table (no header)") from None
     except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as err:
@@ -118,7 +125,7 @@ def _numeric(frame: pd.DataFrame, columns: list[str], ids: np.ndarray, path: Pat
         bad = np.isnan(values) & ~missing.to_numpy()
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            raise RegmixError(f"{path}: {id_col} {ids[i]}, column '{col}': not a number: {raw.iloc[i]!r}")
+            raise RegmixError(f"{path}: {id_col} {ids[i]}, column '{col}': not a number: {raw.iloc[i][:60]!r}")
         out[:, j] = values
     return out
 
@@ -158,14 +165,20 @@ def load_mixtures(path: str | Path, tolerance: float = SUM_TOLERANCE, renormaliz
     (rows inside it are renormalised; with `renormalize` every positive row is)."""
     path = Path(path)
     id_col, ids, columns, w = _read_numeric_table(path, "domain")
-    nan_rows, nan_cols = np.nonzero(np.isnan(w))
+    nan_rows, nan_cols = np.nonzero(~np.isfinite(w))
     if len(nan_rows):
-        raise RegmixError(f"{path}: {id_col} {ids[nan_rows[0]]}, column '{columns[nan_cols[0]]}': weight is missing or NaN")
+        i, j = nan_rows[0], nan_cols[0]
+        what = "is missing or NaN" if np.isnan(w[i, j]) else "is infinite"
+        raise RegmixError(f"{path}: {id_col} {ids[i]}, column '{columns[j]}': weight {what}")
     neg_rows, neg_cols = np.nonzero(w < 0)
     if len(neg_rows):
         i, j = neg_rows[0], neg_cols[0]
         raise RegmixError(f"{path}: {id_col} {ids[i]}, column '{columns[j]}': negative weight {w[i, j]:g}")
-    sums = w.sum(axis=1)
+    with np.errstate(over="ignore"):
+        sums = w.sum(axis=1)
+    if not np.all(np.isfinite(sums)):
+        i = int(np.flatnonzero(~np.isfinite(sums))[0])
+        raise RegmixError(f"{path}: {id_col} {ids[i]}: weights sum to infinity")
     if np.any(sums <= 0):
         i = int(np.flatnonzero(sums <= 0)[0])
         raise RegmixError(f"{path}: {id_col} {ids[i]}: weights sum to 0")

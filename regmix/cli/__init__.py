@@ -49,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         result = args.func(args)
     except RegmixError as err:
         message = " ".join(str(err).split())
+        if len(message) > 300:  # a huge cell or name must not make a huge "one line"
+            message = message[:240] + " ... " + message[-50:]
         print(f"regmix: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from regmix.export import (FORMATS, Budget, ExportOptions, Schedule, export, par
                            read_token_counts)
 from regmix.export.static import HF_STRATEGIES
 from regmix.files import atomic_write_text
+from regmix.files import check_out
 
 
 def register(sub) -> None:
@@ -41,6 +43,11 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    if args.out:
+        check_out(args.out, "file")
+    for flag, value in (("--token-budget", args.token_budget), ("--max-epochs", args.max_epochs)):
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise RegmixError(f"{flag} must be a finite number > 0, got {value}")
     mix = read_mixture(args.mixture)
     budget = None
     if args.token_budget is not None:

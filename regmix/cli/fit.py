@@ -10,6 +10,7 @@ from regmix.regress.fit import FitConfig, fit_sweep, save_fit
 from regmix.regress.kinds import MODEL_KINDS
 from regmix.report_text import cv_table
 from regmix.tables import EMBEDDED_TARGET, load_sweep
+from regmix.files import check_out
 
 
 def register(sub) -> None:
@@ -31,6 +32,9 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    check_out(args.out, "folder")
+    if args.target and not all(t.strip() for t in args.target):
+        raise RegmixError("--target: a target name is empty")
     targets = args.target or ([EMBEDDED_TARGET] if args.mixtures is None else None)
     if not targets:
         raise RegmixError("--target is required with --mixtures/--metrics")

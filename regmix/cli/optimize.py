@@ -14,6 +14,9 @@ from regmix.regress.fit import FittedModel
 from regmix.report_text import weights_table
 from regmix.sample import METHODS
 from regmix.space import load_space
+from regmix.files import check_out
+from regmix.errors import RegmixError
+import math
 
 
 def register(sub) -> None:
@@ -40,7 +43,23 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+def check_numbers(args) -> None:
+    """Flags that must be finite (and positive where a count or a budget): one line, before any work."""
+    if not math.isfinite(args.kl_strength) or args.kl_strength < 0:
+        raise RegmixError(f"--kl must be a finite number >= 0, got {args.kl_strength}")
+    if args.target_weights and not all(math.isfinite(v) and v >= 0 for v in args.target_weights):
+        raise RegmixError(f"--target-weights must be finite numbers >= 0, got {args.target_weights}"[:200])
+    for flag, value in (("--token-budget", args.token_budget), ("--max-epochs", args.max_epochs)):
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise RegmixError(f"{flag} must be a finite number > 0, got {value}")
+    for flag, value in (("--samples", args.samples), ("--top-k", args.top_k)):
+        if value < 1:
+            raise RegmixError(f"{flag} must be at least 1, got {value}")
+
+
 def run(args) -> int:
+    check_out(args.out, "file")
+    check_numbers(args)
     model = FittedModel.load(args.model)
     caps = {"token_budget": args.token_budget, "tokens": args.tokens, "max_epochs": args.max_epochs}
     given = args.space or any(v is not None for v in caps.values())

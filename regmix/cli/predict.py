@@ -7,6 +7,7 @@ import pandas as pd
 from regmix.cli import command_parser
 from regmix.regress.fit import FittedModel, align_columns
 from regmix.tables import load_mixtures, write_table
+from regmix.files import check_out
 
 
 def register(sub) -> None:
@@ -22,6 +23,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    check_out(args.out, "file")
     model = FittedModel.load(args.model)
     table = load_mixtures(args.mixtures, renormalize=args.renormalize)
     w = align_columns(model, table)

@@ -6,6 +6,7 @@ import argparse
 
 from regmix.cli import command_parser
 from regmix.corpus.prepare import prepare
+from regmix.files import check_out
 
 
 def register(sub) -> None:
@@ -29,6 +30,7 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_out(args.out, "folder")
     meta = prepare(args.corpus, args.out, tokenizer=args.tokenizer, valid_fraction=args.valid_fraction,
                    text_field=args.text_field, seq_len=args.seq_len,
                    bpe_sample_bytes=int(args.bpe_sample_mb * 1e6), progress=not args.no_progress)

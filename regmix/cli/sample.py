@@ -12,6 +12,7 @@ from regmix.export import read_token_counts
 from regmix.sample import METHODS, sample_mixtures, tidy_weights
 from regmix.space import load_space
 from regmix.tables import write_table
+from regmix.files import check_out
 
 
 def register(sub) -> None:
@@ -54,6 +55,7 @@ def space_domains(args) -> list[str]:
 
 
 def run(args) -> int:
+    check_out(args.out, "file")
     if args.n < 1:
         raise RegmixError(f"--n must be >= 1, got {args.n}")
     domains = space_domains(args)

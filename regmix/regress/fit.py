@@ -101,14 +101,19 @@ class FittedModel:
             meta = json.loads(path.read_text())
             if meta.get("format") != FORMAT:
                 raise RegmixError(f"{path}: unsupported model format {meta.get('format')!r}")
+            n = len(meta["columns"])
+            if not meta["targets"] or not all(isinstance(t, str) and t for t in meta["targets"]):
+                raise RegmixError(f"{path}: field 'targets' must be a non-empty list of names")
+            if len(meta["full"]) != len(meta["targets"]) or n != len(meta["domains"]) or n == 0:
+                raise RegmixError(f"{path}: fields 'targets', 'full', 'domains' and 'columns' do not agree")
             return cls(
                 kind=meta["kind"],
                 targets=list(meta["targets"]),
                 domains=tuple(meta["domains"]),
                 columns=tuple(meta["columns"]),
                 prior_K=np.asarray(meta["prior"], np.float64),
-                full=[load_model(directory, _features(m, len(meta["domains"]))) for m in meta["full"]],
-                folds=[[load_model(directory, _features(m, len(meta["domains"]))) for m in ms] for ms in meta["folds"]],
+                full=[load_model(directory, m, n) for m in meta["full"]],
+                folds=[[load_model(directory, m, n) for m in ms] for ms in meta["folds"]],
                 cv=meta.get("cv", {}),
                 n_runs=meta.get("n_runs", 0),
                 seed=meta.get("seed", 0),
@@ -119,18 +124,6 @@ class FittedModel:
             if isinstance(err, RegmixError):
                 raise
             raise RegmixError(f"{directory}: cannot load model: {str(err).splitlines()[0]}") from None
-
-
-def _features(meta, n: int):
-    """A sub-model's record with the number of inputs its tree files must read (checked before LightGBM parses)."""
-    if isinstance(meta, dict):
-        out = {k: _features(v, n) for k, v in meta.items()}
-        if out.get("kind") == "lightgbm":
-            out["n_features"] = n
-        return out
-    if isinstance(meta, list):
-        return [_features(v, n) for v in meta]
-    return meta
 
 
 def fold_ids(n: int, folds: int, seed: int) -> np.ndarray:

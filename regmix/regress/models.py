@@ -11,6 +11,7 @@ Each model: `fit(w_NxK, y_N, seed)`, `predict(w_NxK)`, and a pickle-free `save(d
 
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from regmix.errors import RegmixError
 
 from regmix.regress.kinds import MODEL_KINDS
 from regmix.regress.compiled import compiled_predictor
-from regmix.regress.treecheck import checked_model_text, inside
+from regmix.regress.treecheck import validate_tree_file
 
 
 def lightgbm_params(n: int, seed: int, threads: int = 1) -> dict:
@@ -100,10 +101,13 @@ class LightGBMModel:
         return {"kind": self.kind, "rounds": self.rounds, "files": files}
 
     @classmethod
-    def load(cls, directory: Path, meta: dict) -> "LightGBMModel":
-        n = meta["n_features"]  # FittedModel.load sets it from the model's domains
-        return cls([lgb.Booster(model_str=checked_model_text(inside(directory, f), n)) for f in meta["files"]],
-                   meta["rounds"])
+    def load(cls, directory: Path, meta: dict, n_features: int | None = None) -> "LightGBMModel":
+        paths = [contained_file(directory, f) for f in meta["files"]]
+        if not paths:
+            raise RegmixError(f"{directory / 'model.json'}: a LightGBM model names no tree files")
+        for path in paths:
+            validate_tree_file(path, n_features)
+        return cls([lgb.Booster(model_file=str(path)) for path in paths], meta["rounds"])
 
 
 class LinearModel:
@@ -144,8 +148,10 @@ class LinearModel:
         return {"kind": self.kind, "coef": self.coef_K.tolist(), "intercept": self.intercept, "alpha": self.alpha}
 
     @classmethod
-    def load(cls, directory: Path, meta: dict) -> "LinearModel":
-        return cls(meta["coef"], meta["intercept"], meta["alpha"])
+    def load(cls, directory: Path, meta: dict, n_features: int | None = None) -> "LinearModel":
+        where = directory / "model.json"
+        coef = _finite_list(where, "coef", meta["coef"], n_features)
+        return cls(coef, _finite(where, "intercept", meta["intercept"]), _finite(where, "alpha", meta["alpha"]))
 
 
 class MixingLawModel:
@@ -197,8 +203,10 @@ class MixingLawModel:
         return {"kind": self.kind, "c": self.c, "k": self.k, "t": self.t_K.tolist()}
 
     @classmethod
-    def load(cls, directory: Path, meta: dict) -> "MixingLawModel":
-        return cls(meta["c"], meta["k"], meta["t"])
+    def load(cls, directory: Path, meta: dict, n_features: int | None = None) -> "MixingLawModel":
+        where = directory / "model.json"
+        t = _finite_list(where, "t", meta["t"], n_features)
+        return cls(_finite(where, "c", meta["c"]), _finite(where, "k", meta["k"]), t)
 
 
 class EnsembleModel:
@@ -221,8 +229,10 @@ class EnsembleModel:
         return {"kind": self.kind, "members": [m.save(directory, f"{stem}.m{i}") for i, m in enumerate(self.members)]}
 
     @classmethod
-    def load(cls, directory: Path, meta: dict) -> "EnsembleModel":
-        return cls([load_model(directory, m) for m in meta["members"]])
+    def load(cls, directory: Path, meta: dict, n_features: int | None = None) -> "EnsembleModel":
+        if not meta["members"]:
+            raise RegmixError(f"{directory / 'model.json'}: an ensemble model has no members")
+        return cls([load_model(directory, m, n_features) for m in meta["members"]])
 
 
 _CLASSES = {c.kind: c for c in (LightGBMModel, LinearModel, MixingLawModel, EnsembleModel)}
@@ -234,8 +244,37 @@ def make_model(kind: str):
     return _CLASSES[kind]()
 
 
-def load_model(directory: Path, meta: dict):
-    kind = meta.get("kind")
+def _finite(where: Path, field: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise RegmixError(f"{where}: field '{field}' must be a finite number, got {str(value)[:40]!r}")
+    return float(value)
+
+
+def _finite_list(where: Path, field: str, values, n: int | None) -> list[float]:
+    if not isinstance(values, list):
+        raise RegmixError(f"{where}: field '{field}' must be a list of numbers")
+    if n is not None and len(values) != n:
+        raise RegmixError(f"{where}: field '{field}' has {len(values)} numbers, the model has {n} domains")
+    return [_finite(where, field, v) for v in values]
+
+
+def contained_file(directory: Path, name) -> Path:
+    """A file a model.json names: a plain relative name that stays inside the model's folder."""
+    where = directory / "model.json"
+    if not isinstance(name, str) or not name or Path(name).is_absolute() or ".." in Path(name).parts or "\\" in name:
+        raise RegmixError(f"{where}: file name {str(name)[:80]!r} must be a plain name inside the model folder")
+    path = directory / name
+    try:
+        inside = path.resolve(strict=True).is_relative_to(directory.resolve())
+    except (OSError, RuntimeError):
+        raise RegmixError(f"{where}: names a missing file {name[:80]!r}") from None
+    if not inside:
+        raise RegmixError(f"{where}: file {name[:80]!r} leads outside the model folder")
+    return path
+
+
+def load_model(directory: Path, meta: dict, n_features: int | None = None):
+    kind = meta.get("kind") if isinstance(meta, dict) else None
     if kind not in _CLASSES:
-        raise RegmixError(f"{directory}: unknown model kind {kind!r} in model.json")
-    return _CLASSES[kind].load(directory, meta)
+        raise RegmixError(f"{directory}: unknown model kind {str(kind)[:40]!r} in model.json")
+    return _CLASSES[kind].load(directory, meta, n_features)

@@ -1,11 +1,7 @@
-"""Validate a LightGBM text model before LightGBM's parser or the compiled path sees it.
+"""Validate a LightGBM model text file before LightGBM's parser or the compiled path sees it.
 
-LightGBM trusts its text format: a truncated file, a tree cut short, a child index out of range or a
-split on a feature the model does not have can crash the interpreter (SIGSEGV/SIGABRT) instead of
-raising. A model folder is user input, so every tree file is checked here in pure Python first, and
-handed to LightGBM without its `tree_sizes` byte offsets (LightGBM then parses tree by tree).
-"""
-
+LightGBM's C++ parser trusts its input: a truncated file or a split on a feature the model does not
+have crashes the interpreter. Every tree is checked here to be complete and in range."""
 from __future__ import annotations
 
 import math
@@ -13,91 +9,68 @@ from pathlib import Path
 
 from regmix.errors import RegmixError
 
-_PER_SPLIT = ("split_feature", "threshold", "decision_type", "left_child", "right_child")
+_ARRAYS = ("split_feature", "threshold", "left_child", "right_child")
 
 
-def _ints(path: Path, tree: int, key: str, text: str) -> list[int]:
+def _ints(path, tree, key, text):
     try:
         return [int(v) for v in text.split()]
     except ValueError:
-        raise RegmixError(f"{path}: tree {tree}: {key} holds a value that is not an integer") from None
+        raise RegmixError(f"{path}: tree {tree}: {key} is not a list of integers") from None
 
 
-def _floats(path: Path, tree: int, key: str, text: str) -> list[float]:
+def validate_tree_file(path: Path, n_features: int | None) -> None:
     try:
-        values = [float(v) for v in text.split()]
-    except ValueError:
-        raise RegmixError(f"{path}: tree {tree}: {key} holds a value that is not a number") from None
-    if key == "leaf_value" and not all(math.isfinite(v) for v in values):
-        raise RegmixError(f"{path}: tree {tree}: leaf_value is not finite")
-    return values
-
-
-def checked_model_text(path: Path, n_features: int) -> str:
-    """The model text of `path`, checked against `n_features` inputs, ready for lgb.Booster(model_str=...)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise RegmixError(f"{path}: file not found (named by the model folder's model.json)") from None
+        text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
-        raise RegmixError(f"{path}: cannot read: {err}") from None
+        raise RegmixError(f"{path}: cannot read tree file ({type(err).__name__})") from None
     if not text.startswith("tree\n"):
-        raise RegmixError(f"{path}: not a LightGBM text model (it must start with 'tree')")
+        raise RegmixError(f"{path}: not a LightGBM tree file (no 'tree' header)")
     if "\nend of trees" not in text:
-        raise RegmixError(f"{path}: truncated LightGBM model (no 'end of trees')")
+        raise RegmixError(f"{path}: truncated tree file (no 'end of trees')")
     body = text[: text.index("\nend of trees")]
     header, *blocks = body.split("\nTree=")
-    keys = dict(line.split("=", 1) for line in header.splitlines() if "=" in line)
+    head = dict(line.split("=", 1) for line in header.splitlines() if "=" in line)
     try:
-        max_feature = int(keys.get("max_feature_idx", ""))
-    except ValueError:
-        raise RegmixError(f"{path}: header: max_feature_idx missing or not an integer") from None
-    if max_feature != n_features - 1:
-        raise RegmixError(f"{path}: the trees read {max_feature + 1} features, the model has {n_features} domains")
+        max_idx = int(head["max_feature_idx"])
+        n_sizes = len(head["tree_sizes"].split())
+    except (KeyError, ValueError):
+        raise RegmixError(f"{path}: tree file header lacks a valid max_feature_idx/tree_sizes") from None
+    if n_features is not None and max_idx != n_features - 1:
+        raise RegmixError(f"{path}: tree file has {max_idx + 1} features, the model has {n_features} domains")
     if not blocks:
-        raise RegmixError(f"{path}: no trees")
-    sizes = keys.get("tree_sizes", "").split()
-    if sizes and len(sizes) != len(blocks):
-        raise RegmixError(f"{path}: truncated LightGBM model: {len(blocks)} of its {len(sizes)} trees")
-    for i, block in enumerate(blocks):
+        raise RegmixError(f"{path}: tree file holds no trees")
+    if len(blocks) != n_sizes:
+        raise RegmixError(f"{path}: tree file holds {len(blocks)} trees, its header says {n_sizes}")
+    for block in blocks:
         lines = block.splitlines()
-        if not lines or lines[0].strip() != str(i):
-            raise RegmixError(f"{path}: tree {i}: missing or out of order")
+        tree = lines[0].strip()
         fields = dict(line.split("=", 1) for line in lines[1:] if "=" in line)
         try:
             leaves = int(fields["num_leaves"])
         except (KeyError, ValueError):
-            raise RegmixError(f"{path}: tree {i}: num_leaves missing or not an integer") from None
-        if leaves < 1:
-            raise RegmixError(f"{path}: tree {i}: num_leaves must be >= 1")
-        if int(fields.get("num_cat", "0") or 0) != 0:
-            raise RegmixError(f"{path}: tree {i}: categorical splits are not used by regmix models")
-        if len(_floats(path, i, "leaf_value", fields.get("leaf_value", ""))) != leaves:
-            raise RegmixError(f"{path}: tree {i}: leaf_value needs {leaves} values")
+            raise RegmixError(f"{path}: tree {tree}: missing or bad num_leaves") from None
+        if leaves < 1 or "leaf_value" not in fields or "shrinkage" not in fields:
+            raise RegmixError(f"{path}: tree {tree} is incomplete")
+        try:
+            values = [float(v) for v in fields["leaf_value"].split()]
+        except ValueError:
+            raise RegmixError(f"{path}: tree {tree}: leaf_value is not a list of numbers") from None
+        if len(values) != leaves or not all(math.isfinite(v) for v in values):
+            raise RegmixError(f"{path}: tree {tree}: leaf_value needs {leaves} finite numbers")
         if leaves == 1:
             continue
-        for key in _PER_SPLIT:
-            if key not in fields:
-                raise RegmixError(f"{path}: tree {i}: {key} missing (tree cut short?)")
-            values = (_floats if key == "threshold" else _ints)(path, i, key, fields[key])
-            if len(values) != leaves - 1:
-                raise RegmixError(f"{path}: tree {i}: {key} needs {leaves - 1} values, has {len(values)}")
-            if key == "split_feature" and any(not 0 <= f < n_features for f in values):
-                bad = next(f for f in values if not 0 <= f < n_features)
-                raise RegmixError(f"{path}: tree {i}: a split reads feature {bad} of {n_features}")
-            if key in ("left_child", "right_child"):
-                for c in values:
-                    if not (0 <= c < leaves - 1 or 0 <= ~c < leaves):
-                        raise RegmixError(f"{path}: tree {i}: {key} {c} is outside the tree")
-    return "\n".join(line for line in text.split("\n") if not line.startswith("tree_sizes="))
-
-
-def inside(directory: Path, name: object) -> Path:
-    """`directory / name` for a plain file name inside `directory` (no separators, no '..', no links out)."""
-    if not isinstance(name, str) or not name or "/" in name or "\\" in name or name in (".", ".."):
-        raise RegmixError(f"{directory / 'model.json'}: file name {str(name)[:80]!r} is not a plain name inside "
-                          "the model folder")
-    path = directory / name
-    if path.is_symlink() or (path.exists() and path.resolve().parent != directory.resolve()):
-        raise RegmixError(f"{directory / 'model.json'}: {name!r} leads outside the model folder")
-    return path
+        if any(k not in fields for k in _ARRAYS):
+            raise RegmixError(f"{path}: tree {tree} is incomplete (missing split arrays)")
+        feats = _ints(path, tree, "split_feature", fields["split_feature"])
+        left = _ints(path, tree, "left_child", fields["left_child"])
+        right = _ints(path, tree, "right_child", fields["right_child"])
+        n_thr = len(fields["threshold"].split())
+        if not len(feats) == len(left) == len(right) == n_thr == leaves - 1:
+            raise RegmixError(f"{path}: tree {tree}: split arrays need {leaves - 1} entries each")
+        for f in feats:
+            if not 0 <= f <= max_idx:
+                raise RegmixError(f"{path}: tree {tree}: split reads feature {f} of {max_idx + 1}")
+        for c in left + right:
+            if not -leaves <= c < leaves - 1:
+                raise RegmixError(f"{path}: tree {tree}: child index {c} out of range")
