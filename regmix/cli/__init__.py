@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import math
 import sys
 import warnings
 
@@ -75,6 +76,21 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         if action.default not in (None, False, argparse.SUPPRESS) and "%(default)" not in text and action.option_strings:
             text += " (default: %(default)s)"
         return text
+
+
+def add_cap_flags(p, budget_help: str = "tokens of the run, for repetition caps (with --tokens, --max-epochs)",
+                  epochs_help: str = "repetition cap: weight * token budget <= max epochs * tokens") -> None:
+    """--token-budget, --tokens and --max-epochs, as optimize, sample and export take them."""
+    p.add_argument("--token-budget", type=float, help=budget_help)
+    p.add_argument("--tokens", help="tokens per domain: a token store (folder or meta.json) or a {domain: count} file")
+    p.add_argument("--max-epochs", type=float, help=epochs_help)
+
+
+def check_cap_numbers(args) -> None:
+    """--token-budget and --max-epochs, where given, are finite and > 0: one line, before any work."""
+    for flag, value in (("--token-budget", args.token_budget), ("--max-epochs", args.max_epochs)):
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise RegmixError(f"{flag} must be a finite number > 0, got {value}")
 
 
 def command_parser(sub, name: str, help: str, example: str) -> argparse.ArgumentParser:

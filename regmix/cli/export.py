@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import math
 import sys
 from pathlib import Path
 
-from regmix.cli import command_parser
+from regmix.cli import add_cap_flags, check_cap_numbers, command_parser
 from regmix.errors import RegmixError
 from regmix.export import (FORMATS, Budget, ExportOptions, Schedule, export, parse, plan_table, read_mixture,
                            read_token_counts)
@@ -27,9 +26,7 @@ def register(sub) -> None:
     p.add_argument("--out", help="file to write (default: standard output); phases go to OUT's name + .base/.late")
     p.add_argument("--path-template", help="data path per domain, e.g. '/data/{domain}_text_document'")
     budget = p.add_argument_group("token budget (tokens and epochs per domain, repetition caps)")
-    budget.add_argument("--token-budget", type=float, help="tokens of the whole run")
-    budget.add_argument("--tokens", help="tokens per domain: a token store (folder or meta.json) or a {domain: count} file")
-    budget.add_argument("--max-epochs", type=float, help="repetition cap; warns where a domain would repeat more")
+    add_cap_flags(budget, "tokens of the whole run", "repetition cap; warns where a domain would repeat more")
     sched = p.add_argument_group("end-of-training schedule (levanter, nanotron and json natively; others one file per phase)")
     sched.add_argument("--late", help="mixture.json for the last part of training")
     sched.add_argument("--late-fraction", type=float, help="share of the steps trained on the late mixture (e.g. 0.2)")
@@ -45,9 +42,7 @@ def register(sub) -> None:
 def run(args) -> int:
     if args.out:
         check_out(args.out, "file")
-    for flag, value in (("--token-budget", args.token_budget), ("--max-epochs", args.max_epochs)):
-        if value is not None and not (math.isfinite(value) and value > 0):
-            raise RegmixError(f"{flag} must be a finite number > 0, got {value}")
+    check_cap_numbers(args)
     mix = read_mixture(args.mixture)
     budget = None
     if args.token_budget is not None:

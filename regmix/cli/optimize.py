@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from regmix.cli import command_parser
+from regmix.cli import add_cap_flags, check_cap_numbers, command_parser
 from regmix.files import atomic_write_text
 import pandas as pd
 
@@ -26,9 +26,7 @@ def register(sub) -> None:
     )
     p.add_argument("--model", required=True, help="directory written by `regmix fit`")
     p.add_argument("--space", help="YAML: prior, bounds {domain: [lo, hi]}, max_epochs, token_budget, tokens")
-    p.add_argument("--token-budget", type=float, help="tokens of the run, for repetition caps (with --tokens, --max-epochs)")
-    p.add_argument("--tokens", help="tokens per domain: a token store (folder or meta.json) or a {domain: count} file")
-    p.add_argument("--max-epochs", type=float, help="repetition cap: weight * token budget <= max epochs * tokens")
+    add_cap_flags(p)
     p.add_argument("--samples", type=int, default=OptimizeConfig.samples, help="simulated candidate mixtures to score")
     p.add_argument("--top-k", type=int, default=OptimizeConfig.top_k, help="average the k best candidates (RegMix)")
     p.add_argument("--method", choices=["topk", "refine"], default=OptimizeConfig.method,
@@ -49,9 +47,7 @@ def check_numbers(args) -> None:
         raise RegmixError(f"--kl must be a finite number >= 0, got {args.kl_strength}")
     if args.target_weights and not all(math.isfinite(v) and v >= 0 for v in args.target_weights):
         raise RegmixError(f"--target-weights must be finite numbers >= 0, got {args.target_weights}"[:200])
-    for flag, value in (("--token-budget", args.token_budget), ("--max-epochs", args.max_epochs)):
-        if value is not None and not (math.isfinite(value) and value > 0):
-            raise RegmixError(f"{flag} must be a finite number > 0, got {value}")
+    check_cap_numbers(args)
     for flag, value in (("--samples", args.samples), ("--top-k", args.top_k)):
         if value < 1:
             raise RegmixError(f"{flag} must be at least 1, got {value}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from regmix.cli import command_parser
+from regmix.cli import add_cap_flags, check_cap_numbers, command_parser
 from regmix.config import load_yaml
 from regmix.errors import RegmixError
 from regmix.export import read_token_counts
@@ -25,9 +25,7 @@ def register(sub) -> None:
     p.add_argument("--n", type=int, required=True, help="mixtures to sample")
     p.add_argument("--seed", type=int, default=0, help="seed of the draw; the same seed writes the same file")
     p.add_argument("--method", choices=METHODS, default="regmix", help="sampler")
-    p.add_argument("--token-budget", type=float, help="tokens of the run, for repetition caps (with --tokens, --max-epochs)")
-    p.add_argument("--tokens", help="tokens per domain: a token store (folder or meta.json) or a {domain: count} file")
-    p.add_argument("--max-epochs", type=float, help="repetition cap: weight * token budget <= max epochs * tokens")
+    add_cap_flags(p)
     p.add_argument("--out", required=True, help="CSV or parquet: `run`, then one weight column per domain")
     p.add_argument("--no-progress", action="store_true", help="no progress lines")
     p.set_defaults(func=run)
@@ -58,6 +56,7 @@ def run(args) -> int:
     check_out(args.out, "file")
     if args.n < 1:
         raise RegmixError(f"--n must be >= 1, got {args.n}")
+    check_cap_numbers(args)
     domains = space_domains(args)
     caps = {"token_budget": args.token_budget, "max_epochs": args.max_epochs}
     caps["tokens"] = args.tokens if any(v is not None for v in caps.values()) else None  # else: only the domains
