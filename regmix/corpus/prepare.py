@@ -139,38 +139,35 @@ def prepare(
     return meta
 
 
-_DIGESTS: dict = {}
+_HASHES: dict = {}  # (root, domain, files' names, sizes and mtimes) -> content hash
 
 
 def corpus_digest(corpus: str | Path) -> str:
-    """sha256 over every domain's file names and contents: what a prepared store was made from.
-
-    Cached in the process by the files' sizes and modification times, so asking again is cheap and a file
-    rewritten in place is hashed again."""
+    """sha256 over every domain's file names and contents: what a prepared store was made from."""
     root = resolve_corpus(corpus)
-    sources = discover(root)
-    stats = []
-    for src in sources:
-        for path in src.files:
-            try:
-                st = path.stat()
-            except OSError as err:
-                raise RegmixError(f"{path}: cannot read: {err.strerror or err}") from None
-            stats.append((str(path), st.st_size, st.st_mtime_ns))
-    key = (str(root), tuple(stats))
-    if key not in _DIGESTS:
-        h = hashlib.sha256()
-        for src in sources:
-            h.update(src.name.encode() + b"\0" + _data_hash(src, root).encode())
-        _DIGESTS[key] = h.hexdigest()
-    return _DIGESTS[key]
+    h = hashlib.sha256()
+    for src in discover(root):
+        h.update(src.name.encode() + b"\0" + _data_hash(src, root).encode())
+    return h.hexdigest()
 
 
 def _data_hash(src: DomainSource, root: Path) -> str:
-    h = hashlib.sha256(b"train\0")
-    content_hash(src.train_files, root, h)
-    h.update(b"valid\0")
-    return content_hash(src.valid_files, root, h)
+    """The content hash of a domain's files, cached in the process by their sizes and modification times
+    (so the pipeline's stage keys and prepare read the corpus once, and a file rewritten in place is hashed again)."""
+    stats = []
+    for path in src.files:
+        try:
+            st = path.stat()
+        except OSError as err:
+            raise RegmixError(f"{path}: cannot read: {err.strerror or err}") from None
+        stats.append((str(path), st.st_size, st.st_mtime_ns))
+    key = (str(root), src.name, len(src.train_files), tuple(stats))
+    if key not in _HASHES:
+        h = hashlib.sha256(b"train\0")
+        content_hash(src.train_files, root, h)
+        h.update(b"valid\0")
+        _HASHES[key] = content_hash(src.valid_files, root, h)
+    return _HASHES[key]
 
 
 def _make_tokenizer(spec, sources, data_hashes, out, text_field, sample_bytes, log):
