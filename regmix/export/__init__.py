@@ -29,6 +29,7 @@ from regmix.export import scheduled, static
 from regmix.export.inputs import (Budget, ExportOptions, Mixture, Phase, Schedule, plan_table, read_mixture,
                                   read_token_counts)
 from regmix.export.paths import check_name, check_path, check_template, fill
+from regmix.sample import tidy_weights
 
 __all__ = ["FORMATS", "Budget", "ExportFile", "ExportOptions", "Mixture", "Schedule", "export", "get_format", "parse",
            "plan_table", "read_mixture", "read_token_counts"]
@@ -88,13 +89,18 @@ def phases(mix: Mixture, opts: ExportOptions) -> list[Phase]:
     budget = opts.budget.token_budget if opts.budget is not None else None
     s = opts.schedule
     if s is None:
-        return [Phase("", dict(mix.weights), 0, budget)]
+        return [Phase("", tidy(mix.weights), 0, budget)]
     domains = list(mix.weights) + [d for d in s.late if d not in mix.weights]
-    base = {d: mix.weights.get(d, 0.0) for d in domains}
-    late = {d: s.late.get(d, 0.0) for d in domains}
+    base = tidy({d: mix.weights.get(d, 0.0) for d in domains})
+    late = tidy({d: s.late.get(d, 0.0) for d in domains})
     share = s.switch_step / s.total_steps
     return [Phase("base", base, 0, budget and budget * share),
             Phase("late", late, s.switch_step, budget and budget * (1 - share))]
+
+
+def tidy(weights: dict[str, float]) -> dict[str, float]:
+    """Weights as files show them: 6 decimals that still sum to 1 (0.17942, not 0.17941999999999989)."""
+    return dict(zip(weights, map(float, tidy_weights(np.fromiter(weights.values(), np.float64)))))
 
 
 def export(mix: Mixture, fmt: str, opts: ExportOptions | None = None) -> list[ExportFile]:

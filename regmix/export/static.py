@@ -22,6 +22,8 @@ def nonzero(weights: dict[str, float]) -> dict[str, float]:
     """Positive weights only, renormalised: several consumers refuse a zero weight (see each format)."""
     kept = {d: w for d, w in weights.items() if w > 0}
     total = sum(kept.values())
+    if abs(total - 1.0) < 1e-12:  # already a mixture: dividing by 0.9999999999999999 would only add float noise
+        return kept
     return {d: w / total for d, w in kept.items()}
 
 

@@ -195,3 +195,15 @@ def test_numpy_weights_from_a_notebook_export_as_plain_numbers():
         assert "numpy" not in file.text and "!!" not in file.text
     with pytest.raises(RegmixError, match="weights.web: expected a non-negative number"):
         Mixture({"web": np.nan, "code": 1.0})
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_float_noise_is_rounded_away_and_weights_still_sum_to_one(fmt):
+    noisy = Mixture({"a": 0.17941999999999989, "b": 0.3, "c": 0.52058000000000011})
+    late = {"a": 0.1, "b": 0.6, "c": 0.30000000000000004}
+    opts = ExportOptions(budget=Budget(1e9, {"a": 1e9, "b": 1e9, "c": 1e9}, 4.0), schedule=Schedule(late, 0.1, 1000), **OLMO)
+    for file in export(noisy, fmt, opts):
+        assert "0.17941999999999989" not in file.text and "0.30000000000000004" not in file.text
+        for _, weights in parse(file.text, fmt):
+            assert sum(weights.values()) == pytest.approx(1.0, abs=1e-12)
+            assert all(round(w, 6) == w for w in weights.values())
