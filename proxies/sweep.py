@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -40,7 +39,7 @@ from regmix.config import from_dict, to_dict
 from regmix.corpus.store import TokenStore
 from regmix.errors import RegmixError
 from regmix.files import atomic_write_text, locked, usable_cores
-from regmix.progress import Progress, eta_note
+from regmix.progress import Progress, Rate, eta_note
 from regmix.sample import SamplerConfig, sample_mixtures
 from regmix.space import MixtureSpace
 
@@ -261,7 +260,7 @@ def progress_bar(out: Path, record: dict, progress: bool = True):
     done = finished_groups(out, record)
     count = lambda groups: sum(len(record["groups"][g]) for g in groups)
     bar = Progress("sweep", n_total, "proxies", initial=count(done), enabled=progress)
-    t0, tok0 = time.monotonic(), _progress_tokens(out, record)
+    rate_of = Rate(_progress_tokens(out, record))
     cfg = record["config"]["train"]
     all_tokens = n_total * cfg["steps"] * cfg["batch"] * cfg["seq_len"]
 
@@ -272,8 +271,7 @@ def progress_bar(out: Path, record: dict, progress: bool = True):
             write_tables(out, record)
             done = now
         tokens = _progress_tokens(out, record)
-        rate = (tokens - tok0) / max(time.monotonic() - t0, 1e-9)
-        bar.update(count(done), eta_note(rate, all_tokens - tokens, "tok"))
+        bar.update(count(done), eta_note(rate_of(tokens), all_tokens - tokens, "tok"))
 
     try:
         yield refresh

@@ -44,6 +44,22 @@ class Progress:
         self.last, self.printed = time.monotonic(), done
 
 
+class Rate:
+    """Units per second since the work first moved: time spent before that (starting processes,
+    compiling) says nothing about the pace, and counting it made the first ETAs far too long."""
+
+    def __init__(self, start: float, clock=time.monotonic):
+        self.clock, self.t0, self.v0 = clock, None, start
+
+    def __call__(self, value: float) -> float:
+        now = self.clock()
+        if self.t0 is None:
+            if value > self.v0:
+                self.t0, self.v0 = now, value
+            return 0.0
+        return (value - self.v0) / max(now - self.t0, 1e-9)
+
+
 def eta_note(rate: float, left: float, unit: str) -> str:
     """`23,041 tok/s, ETA 1.2 min` (or without an ETA while the rate is unknown)."""
     if rate <= 0:

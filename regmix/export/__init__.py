@@ -29,7 +29,7 @@ from regmix.export import scheduled, static
 from regmix.export.inputs import (Budget, ExportOptions, Mixture, Phase, Schedule, plan_table, read_mixture,
                                   read_token_counts)
 from regmix.export.paths import check_name, check_path, check_template, fill
-from regmix.sample import tidy_weights
+from regmix.weights import tidy_weights
 
 __all__ = ["FORMATS", "Budget", "ExportFile", "ExportOptions", "Mixture", "Schedule", "export", "get_format", "parse",
            "plan_table", "read_mixture", "read_token_counts"]

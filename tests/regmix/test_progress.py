@@ -1,6 +1,8 @@
 import io
 
-from regmix.progress import Progress, eta_note
+import pytest
+
+from regmix.progress import Progress, Rate, eta_note
 
 
 def test_plain_lines_off_a_terminal_and_the_last_one_always():
@@ -26,3 +28,12 @@ def test_plain_lines_off_a_terminal_and_the_last_one_always():
 def test_eta_note_small_rates_and_unknown_rates():
     assert eta_note(0.05, 3, "job") == "0.05 job/s, ETA 1.0 min"
     assert eta_note(0.0, 3, "job") == ""
+
+
+def test_rate_counts_from_when_the_work_first_moved():
+    clock = iter([100.0, 160.0, 170.0, 180.0]).__next__  # 60 s of start-up before the first tokens
+    rate = Rate(0, clock=clock)
+    assert rate(0) == 0.0  # nothing moved yet: no rate, so no ETA
+    assert rate(1000) == 0.0  # the first movement starts the clock
+    assert rate(2000) == pytest.approx(100.0)  # 1000 tokens in the 10 s since, not 2000 in 70 s
+    assert rate(4000) == pytest.approx(150.0)
