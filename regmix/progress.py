@@ -46,10 +46,11 @@ class Progress:
 
 class Rate:
     """Units per second since the work first moved: time spent before that (starting processes,
-    compiling) says nothing about the pace, and counting it made the first ETAs far too long."""
+    compiling) says nothing about the pace, and counting it made the first ETAs far too long. No rate (0)
+    until `settle` seconds after that first movement."""
 
-    def __init__(self, start: float, clock=time.monotonic):
-        self.clock, self.t0, self.v0 = clock, None, start
+    def __init__(self, start: float, clock=time.monotonic, settle: float = 10.0):
+        self.clock, self.t0, self.v0, self.settle = clock, None, start, settle
 
     def __call__(self, value: float) -> float:
         now = self.clock()
@@ -57,7 +58,9 @@ class Rate:
             if value > self.v0:
                 self.t0, self.v0 = now, value
             return 0.0
-        return (value - self.v0) / max(now - self.t0, 1e-9)
+        if now - self.t0 < self.settle:  # progress arrives in bursts: a rate over a few seconds is noise
+            return 0.0
+        return (value - self.v0) / (now - self.t0)
 
 
 def eta_note(rate: float, left: float, unit: str) -> str:

@@ -31,9 +31,10 @@ def test_eta_note_small_rates_and_unknown_rates():
 
 
 def test_rate_counts_from_when_the_work_first_moved():
-    clock = iter([100.0, 160.0, 170.0, 180.0]).__next__  # 60 s of start-up before the first tokens
-    rate = Rate(0, clock=clock)
+    clock = iter([100.0, 160.0, 161.0, 170.0, 180.0]).__next__  # 60 s of start-up before the first tokens
+    rate = Rate(0, clock=clock, settle=5.0)
     assert rate(0) == 0.0  # nothing moved yet: no rate, so no ETA
     assert rate(1000) == 0.0  # the first movement starts the clock
+    assert rate(1900) == 0.0  # 1 s after it: a burst, not a pace
     assert rate(2000) == pytest.approx(100.0)  # 1000 tokens in the 10 s since, not 2000 in 70 s
     assert rate(4000) == pytest.approx(150.0)
