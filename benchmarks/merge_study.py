@@ -1,0 +1,133 @@
+"""Do merged models rank mixtures as trained models do? Merged vs seed-continued vs from-scratch.
+
+    nice python benchmarks/merge_study.py --store STORE --out DIR [--n 16] [--seed-steps 100]
+        [--branch-steps 40] [--lr-factor 0.1] [--grid]
+
+For `--n` mixtures sampled as a sweep samples them (RegMix sampler over the train domains): the
+merged model of the branches (proxies.merge), a model trained from the seed on the mixture itself
+for as long as a branch (the comparison of Na et al. 2024) and a proxy trained from scratch on it
+for seed + branch steps (what a sweep trains). Spearman and Pearson on the target's validation
+loss between each pair. `--grid` repeats the merged-vs-continued comparison while moving one knob
+at a time around the given setting (seed length, branch length, branch learning rate) and reports
+the best setting. Writes DIR/study.json and prints a markdown table. STORE: a prepared token store
+(e.g. `regmix prepare demo STORE --seq-len 128`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+from proxies.branches import MergeConfig, MergeSettings, continued_losses, load_params, train_branches
+from proxies.config import TrainConfig
+from proxies.merge import merged_losses
+from proxies.sweep import sample
+from proxies.train import train_mixtures
+from regmix.corpus.store import TokenStore
+
+DOMAINS = ["books", "code", "kerneldocs", "legal", "math", "manpages"]
+
+
+def corr(a, b) -> dict:
+    return {"spearman": float(stats.spearmanr(a, b)[0]), "pearson": float(stats.pearsonr(a, b)[0])}
+
+
+def config(args, seed_steps: int, branch_steps: int, lr_factor: float) -> MergeConfig:
+    train = TrainConfig(steps=seed_steps, batch=args.batch, seq_len=args.seq_len, lr=args.lr,
+                        warmup_steps=max(seed_steps // 10, 1), eval_windows=args.eval_windows, eval_batch=32,
+                        checkpoint_every=0, block_steps=8)
+    return MergeConfig(store=Path(args.store), n_proxies=args.n, model=args.model, sampler="regmix",
+                       train_domains=DOMAINS, eval_domains=DOMAINS + [args.target], seed=args.sample_seed,
+                       train=train, merge=MergeSettings(seed_steps=seed_steps, branch_steps=branch_steps,
+                                                        branch_lr_factor=lr_factor))
+
+
+def one_setting(args, w_NxK, seed_steps, branch_steps, lr_factor, scratch=False) -> dict:
+    cfg = config(args, seed_steps, branch_steps, lr_factor)
+    out = Path(args.out) / f"s{seed_steps}_b{branch_steps}_lr{lr_factor:g}"
+    store = TokenStore.open(cfg.store)
+    t0 = time.perf_counter()
+    record = train_branches(cfg, out)
+    t_branches = time.perf_counter() - t0
+    e = record["eval_domains"].index(args.target)
+    t0 = time.perf_counter()
+    merged, _ = merged_losses(load_params(out, record, 1), w_NxK, store=store, eval_domains=[args.target],
+                              model=cfg.model, train=cfg.train, chunk=len(w_NxK))
+    t_merge = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    cont = continued_losses(cfg, out, record, w_NxK).val_loss_MxE[:, e]
+    t_cont = time.perf_counter() - t0
+    res = {"seed_steps": seed_steps, "branch_steps": branch_steps, "lr_factor": lr_factor,
+           "merged": merged[:, 0].tolist(), "continued": cont.tolist(),
+           "merged_vs_continued": corr(merged[:, 0], cont),
+           "seconds": {"seed_and_branches": t_branches, "merge_all": t_merge, "continued_all": t_cont}}
+    if scratch:
+        t0 = time.perf_counter()
+        train = dataclasses.replace(cfg.train, steps=seed_steps + branch_steps)
+        fresh = train_mixtures(store, DOMAINS, w_NxK, model=cfg.model, train=train,
+                               eval_domains=[args.target], proxy_ids=np.arange(len(w_NxK))).val_loss_MxE[:, 0]
+        res["seconds"]["scratch_all"] = time.perf_counter() - t0
+        res["scratch"] = fresh.tolist()
+        res["merged_vs_scratch"] = corr(merged[:, 0], fresh)
+        res["continued_vs_scratch"] = corr(cont, fresh)
+    shutil.rmtree(out, ignore_errors=True)
+    print(json.dumps({k: v for k, v in res.items() if k not in ("merged", "continued", "scratch")}), file=sys.stderr)
+    return res
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--store", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--target", default="pydocs")
+    p.add_argument("--n", type=int, default=16, help="mixtures compared")
+    p.add_argument("--model", default="tiny")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--seq-len", type=int, default=64)
+    p.add_argument("--lr", type=float, default=0.006)
+    p.add_argument("--eval-windows", type=int, default=64)
+    p.add_argument("--seed-steps", type=int, default=100)
+    p.add_argument("--branch-steps", type=int, default=40)
+    p.add_argument("--lr-factor", type=float, default=0.1)
+    p.add_argument("--sample-seed", type=int, default=0)
+    p.add_argument("--grid", action="store_true", help="move each knob around the setting")
+    args = p.parse_args(argv)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    cfg = config(args, args.seed_steps, args.branch_steps, args.lr_factor)
+    w = sample(cfg, TokenStore.open(cfg.store), DOMAINS)
+    base = (args.seed_steps, args.branch_steps, args.lr_factor)
+    results = [one_setting(args, w, *base, scratch=True)]
+    if args.grid:
+        s, b, f = base
+        for setting in [(s // 2, b, f), (s * 2, b, f), (s, b // 2, f), (s, b * 2, f), (s, b, f / 3), (s, b, f * 3)]:
+            results.append(one_setting(args, w, *setting))
+    best = max(results, key=lambda r: r["merged_vs_continued"]["spearman"])
+    summary = {"settings": {k: v for k, v in vars(args).items() if k not in ("grid",)}, "mixtures": w.tolist(),
+               "results": results, "best": {k: best[k] for k in ("seed_steps", "branch_steps", "lr_factor",
+                                                                  "merged_vs_continued")}}
+    (Path(args.out) / "study.json").write_text(json.dumps(summary, indent=1) + "\n")
+    lines = ["| seed steps | branch steps | branch lr factor | merged vs continued (Spearman / Pearson) | "
+             "s per merged mixture | s per continued mixture |", "|---|---|---|---|---|---|"]
+    for r in results:
+        c, t = r["merged_vs_continued"], r["seconds"]
+        lines.append(f"| {r['seed_steps']} | {r['branch_steps']} | {r['lr_factor']:g} | {c['spearman']:.3f} / "
+                     f"{c['pearson']:.3f} | {t['merge_all'] / args.n:.3f} | {t['continued_all'] / args.n:.3f} |")
+    r0 = results[0]
+    lines += ["", f"at the first setting: merged vs from scratch {r0['merged_vs_scratch']['spearman']:.3f} / "
+              f"{r0['merged_vs_scratch']['pearson']:.3f}; continued vs from scratch "
+              f"{r0['continued_vs_scratch']['spearman']:.3f} / {r0['continued_vs_scratch']['pearson']:.3f} "
+              f"(Spearman / Pearson, n = {args.n})", f"best: {summary['best']}"]
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
