@@ -11,7 +11,9 @@ import yaml
 
 from proxies import model as modellib
 from proxies.config import TrainConfig, preset
-from proxies.merge import merge_params, merged_losses
+from proxies.batches import check_mixtures
+from proxies.merge import (ablation_mixtures, ablation_table, favoured_domains, merge_params, merged_losses,
+                           upsampled)
 from regmix.cli import main
 from regmix.corpus.store import TokenStore, write_store
 from regmix.errors import RegmixError
@@ -142,3 +144,28 @@ def test_mixtures_with_an_unknown_domain_are_refused(store, merged_run, capsys):
     assert main(["merge", "--config", str(store / "merge.yaml"), "--out", str(merged_run),
                  "--mixtures", str(store / "bad.csv")]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_ablation_mixtures_remove_and_double_each_domain():
+    names, w = ablation_mixtures(np.array([0.5, 0.3, 0.2, 0.0]), ["a", "b", "c", "d"])
+    assert names == ["base", "-a", "2x a", "-b", "2x b", "-c", "2x c"]  # d has no weight: nothing to ablate
+    check_mixtures(w, ["a", "b", "c", "d"])  # every row on the simplex
+    np.testing.assert_allclose(w[1], [0, 0.6, 0.4, 0])  # a removed, the rest renormalized
+    np.testing.assert_allclose(w[2], [1.0, 0, 0, 0])  # a at 1/2 doubled: all of the mass
+    np.testing.assert_allclose(w[4], [0.5 * 0.4 / 0.7, 0.6, 0.2 * 0.4 / 0.7, 0])  # b doubled, others scaled
+    assert ablation_mixtures(np.array([1.0, 0.0]), ["a", "b"])[0] == ["base"]  # the only domain stays
+    with pytest.raises(RegmixError, match="ablation mixture"):
+        ablation_mixtures(np.array([0.5, 0.6]), ["a", "b"])
+
+
+def test_ablation_table_picks_the_domains_whose_doubling_helps():
+    names = ["base", "-a", "2x a", "-b", "2x b", "-c", "2x c"]
+    table = ablation_table(names, np.array([3.0, 3.2, 2.9, 2.95, 3.1, 3.05, 2.8]), ["a", "b", "c"])
+    assert [r["domain"] for r in table] == ["a", "b", "c"]
+    np.testing.assert_allclose([r["removed"] for r in table], [0.2, -0.05, 0.05])
+    np.testing.assert_allclose([r["doubled"] for r in table], [-0.1, 0.1, -0.2])
+    assert favoured_domains(table) == ["c", "a"] and favoured_domains(table, 1) == ["c"]
+    assert favoured_domains([dict(r, doubled=abs(r["doubled"])) for r in table]) == []  # nothing helps
+    late = upsampled(np.array([0.6, 0.3, 0.1]), ["a", "b", "c"], ["c"])
+    np.testing.assert_allclose(late, [0.6 * 0.8 / 0.9, 0.3 * 0.8 / 0.9, 0.2])
+    np.testing.assert_allclose(upsampled(np.array([0.6, 0.4]), ["a", "b"], ["a", "b"]), [0.6, 0.4])
