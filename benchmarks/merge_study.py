@@ -28,7 +28,7 @@ from scipy import stats
 
 from proxies.branches import MergeConfig, MergeSettings, continued_losses, load_params, train_branches
 from proxies.config import TrainConfig
-from proxies.merge import merged_losses
+from proxies.merge import ablation_mixtures, ablation_table, favoured_domains, merged_losses
 from proxies.sweep import sample
 from proxies.train import train_mixtures
 from regmix.corpus.store import TokenStore
@@ -83,6 +83,26 @@ def one_setting(args, w_NxK, seed_steps, branch_steps, lr_factor, scratch=False)
     return res
 
 
+def ablate(args) -> int:
+    """Merged effect on the target of removing and of doubling each domain around the natural mixture."""
+    cfg = config(args, args.seed_steps, args.branch_steps, args.lr_factor)
+    out = Path(args.out) / "ablate"
+    record = train_branches(cfg, out)
+    store = TokenStore.open(cfg.store)
+    names, w = ablation_mixtures(np.array(record["base"]), DOMAINS)
+    loss, _ = merged_losses(load_params(out, record, 1), w, store=store, eval_domains=[args.target],
+                            model=cfg.model, train=cfg.train, chunk=len(w))
+    table = ablation_table(names, loss[:, 0], DOMAINS)
+    (Path(args.out) / "ablation.json").write_text(json.dumps({"base": record["base"], "table": table}, indent=1))
+    print(f"merged {args.target} loss at the natural mixture: {table[0]['base']:.4f}\n")
+    print("| domain | natural weight | removed | doubled |\n|---|---|---|---|")
+    for r, wk in zip(table, record["base"]):
+        f = lambda x: "-" if x is None else f"{x:+.4f}"
+        print(f"| {r['domain']} | {wk:.3f} | {f(r['removed'])} | {f(r['doubled'])} |")
+    print(f"\nfavoured (doubling helps most): {favoured_domains(table)}")
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--store", required=True)
@@ -99,8 +119,11 @@ def main(argv=None) -> int:
     p.add_argument("--lr-factor", type=float, default=0.1)
     p.add_argument("--sample-seed", type=int, default=0)
     p.add_argument("--grid", action="store_true", help="move each knob around the setting")
+    p.add_argument("--ablate", action="store_true", help="only the domain-ablation table around the natural mixture")
     args = p.parse_args(argv)
     Path(args.out).mkdir(parents=True, exist_ok=True)
+    if args.ablate:
+        return ablate(args)
     cfg = config(args, args.seed_steps, args.branch_steps, args.lr_factor)
     w = sample(cfg, TokenStore.open(cfg.store), DOMAINS)
     base = (args.seed_steps, args.branch_steps, args.lr_factor)
