@@ -103,6 +103,52 @@ def ablate(args) -> int:
     return 0
 
 
+def stack(args) -> int:
+    """Cheap labels: out-of-fold Spearman of a regressor on n trained runs (n = 16..128 of a demo's sweep),
+    from the mixture alone vs the mixture plus its merged loss as an extra feature (the demo's branches)."""
+    import pandas as pd
+
+    from proxies.branches import MergeConfig
+    from regmix.config import from_dict
+    from regmix.regress.fit import fold_ids
+    from regmix.regress.models import make_model
+
+    demo = Path(args.stack)
+    folder = demo / "merging"
+    record = json.loads((folder / "merge.json").read_text())
+    cfg = from_dict(MergeConfig, record["config"], where=str(folder / "merge.json"))
+    domains = record["train_domains"]
+    mix = pd.read_csv(demo / "sweep" / "mixtures.csv")
+    y = pd.read_csv(demo / "sweep" / "metrics.csv").set_index("run").loc[mix["run"], f"{args.target}_val_loss"]
+    ok = y.notna().to_numpy()
+    w, y = mix[domains].to_numpy(np.float64)[ok], y.to_numpy()[ok]
+    w = w / w.sum(1, keepdims=True)
+    merged = merged_losses(load_params(folder, record, 1), w, store=TokenStore.open(cfg.store),
+                           eval_domains=[args.target], model=cfg.model, train=cfg.train, chunk=64)[0][:, 0]
+    rows = []
+    for n in [16, 32, 64, 128]:
+        if n > len(y):
+            break
+        row = {"n": n, "merged_alone": float(stats.spearmanr(merged[:n], y[:n])[0])}
+        for kind in ("linear", "lightgbm"):
+            for label, x in (("without", w[:n]), ("with", np.column_stack([w[:n], merged[:n]]))):
+                folds = fold_ids(n, 5 if n >= 20 else 4, 0)
+                oof = np.zeros(n)
+                for f in np.unique(folds):
+                    test = folds == f
+                    oof[test] = make_model(kind).fit(x[~test], y[:n][~test], seed=0).predict(x[test])
+                row[f"{kind}_{label}"] = float(stats.spearmanr(oof, y[:n])[0])
+        rows.append(row)
+        print(json.dumps(row), file=sys.stderr)
+    (Path(args.out) / "stacking.json").write_text(json.dumps(rows, indent=1) + "\n")
+    print("| trained runs | merged loss alone | linear without / with merged | LightGBM without / with merged |")
+    print("|---:|---:|---|---|")
+    for r in rows:
+        print(f"| {r['n']} | {r['merged_alone']:.3f} | {r['linear_without']:.3f} / {r['linear_with']:.3f} | "
+              f"{r['lightgbm_without']:.3f} / {r['lightgbm_with']:.3f} |")
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--store", required=True)
@@ -120,8 +166,11 @@ def main(argv=None) -> int:
     p.add_argument("--sample-seed", type=int, default=0)
     p.add_argument("--grid", action="store_true", help="move each knob around the setting")
     p.add_argument("--ablate", action="store_true", help="only the domain-ablation table around the natural mixture")
+    p.add_argument("--stack", metavar="DEMO_DIR", help="only the stacking table, from a finished `regmix demo` folder")
     args = p.parse_args(argv)
     Path(args.out).mkdir(parents=True, exist_ok=True)
+    if args.stack:
+        return stack(args)
     if args.ablate:
         return ablate(args)
     cfg = config(args, args.seed_steps, args.branch_steps, args.lr_factor)
