@@ -4,8 +4,13 @@ Each proxy's stream is cut into blocks of `block_steps` steps. A block of n wind
 the largest-remainder rounding of n * w_k windows from domain k (so zero-weight domains are never
 read), in an order and at offsets drawn from `default_rng([seed, proxy_id, phase, block])`. Any
 step can therefore be rebuilt without replaying earlier ones: a resumed run sees the same data, and
-a proxy's data do not depend on which group or device trains it. With a schedule (a second mixture
-for the last fraction of the steps) the second phase starts a fresh block sequence.
+a proxy's data do not depend on which group or device trains it.
+
+A schedule (Levanter's `[(step, weights), ...]`) gives each proxy phases: mixture p from its start
+step until the next phase's start. Each phase starts a fresh block sequence (the `phase` of the seed
+above; a block cut short by a switch keeps exact counts over its own steps), so the windows of the
+blocks that end before a switch are those of the unscheduled run. `late_w_MxK` with
+`late_fraction` f is the two-phase schedule switching at step `steps - round(f * steps)`.
 """
 
 from __future__ import annotations
@@ -42,24 +47,67 @@ def largest_remainder(w_K: np.ndarray, n: int) -> np.ndarray:
     return counts
 
 
+def resolve_schedule(phases, steps: int, domains: list[str], what: str = "schedule") -> list[tuple[int, np.ndarray]]:
+    """Phases [(start, w_K), ...] with `start` a step (int) or a fraction of `steps` (float in [0, 1),
+    rounded to the nearest step) as [(step, w_K float64)]: the first at step 0, starts increasing."""
+    if not phases:
+        raise RegmixError(f"{what}: no phases")
+    out = []
+    for i, phase in enumerate(phases):
+        if len(phase) != 2:
+            raise RegmixError(f"{what}: phase {i} must be (start, weights), got {phase!r}")
+        start, w = phase
+        if isinstance(start, (bool, np.bool_)) or not isinstance(start, (int, float, np.integer, np.floating)):
+            raise RegmixError(f"{what}: phase {i}: start must be a step or a fraction, got {start!r}")
+        if isinstance(start, (float, np.floating)):
+            if not 0 <= start < 1:
+                raise RegmixError(f"{what}: phase {i}: a fractional start must be in [0, 1), got {start}")
+            start = int(round(float(start) * steps))
+        start = int(start)
+        if isinstance(w, dict):
+            unknown = [d for d in w if d not in domains]
+            if unknown:
+                raise RegmixError(f"{what}: phase {i}: unknown domain '{unknown[0]}'")
+            w = [float(w.get(d, 0.0)) for d in domains]
+        w_K = check_mixtures(np.asarray(w, np.float64)[None], domains, f"{what} phase {i}")[0]
+        if (i == 0 and start != 0) or (i > 0 and not out[-1][0] < start < steps):
+            raise RegmixError(f"{what}: phase {i} starts at step {start}; phases must start at 0 and then at "
+                              f"increasing steps below {steps}")
+        out.append((start, w_K))
+    return out
+
+
 class MixtureBatches:
     """`batches.get(step) -> tokens_MxBxT1` (int32) for M proxies with mixtures over `domains`."""
 
     def __init__(self, store: TokenStore, domains: list[str], w_MxK: np.ndarray, *, batch: int,
                  seq_len: int, steps: int, seed: int, proxy_ids: np.ndarray, block_steps: int = 16,
-                 late_w_MxK: np.ndarray | None = None, late_fraction: float = 0.0):
+                 late_w_MxK: np.ndarray | None = None, late_fraction: float = 0.0,
+                 schedule_M: list | None = None):
+        """`schedule_M`: per proxy, None (its row of `w_MxK` throughout) or phases for
+        `resolve_schedule`; `late_w_MxK`/`late_fraction`: the same two-phase schedule for every proxy."""
         self.domains = list(domains)
-        self.w_PxMxK = [check_mixtures(w_MxK, domains)]
-        self.switch = steps
+        w_MxK = check_mixtures(w_MxK, domains)
+        m = len(w_MxK)
+        self.phases_M = [[(0, w_MxK[i])] for i in range(m)]
         if late_w_MxK is not None and late_fraction > 0:
             if not 0 < late_fraction < 1:
                 raise RegmixError(f"late_fraction must be in (0, 1), got {late_fraction}")
-            self.w_PxMxK.append(check_mixtures(late_w_MxK, domains, "late mixture"))
-            self.switch = steps - int(round(late_fraction * steps))
+            late = check_mixtures(late_w_MxK, domains, "late mixture")
+            switch = steps - int(round(late_fraction * steps))
+            if switch < steps:
+                self.phases_M = [[(0, w_MxK[i]), (switch, late[i])] for i in range(m)]
+        if schedule_M is not None:
+            if late_w_MxK is not None and late_fraction > 0:
+                raise RegmixError("give a schedule or a late mixture, not both")
+            if len(schedule_M) != m:
+                raise RegmixError(f"schedule: {len(schedule_M)} schedules for {m} proxies")
+            self.phases_M = [[(0, w_MxK[i])] if s is None else resolve_schedule(s, steps, domains, f"schedule {i}")
+                             for i, s in enumerate(schedule_M)]
         self.batch, self.seq_len, self.steps = batch, seq_len, steps
         self.seed, self.block_steps = int(seed), block_steps
         self.proxy_ids = np.asarray(proxy_ids, dtype=np.int64)
-        used = np.any(np.stack(self.w_PxMxK) > 0, axis=(0, 1))
+        used = np.any(np.stack([w for ph in self.phases_M for _, w in ph]) > 0, axis=0)
         self.tokens = {}
         self.limit_K = np.zeros(len(domains), dtype=np.int64)
         for k, d in enumerate(domains):
@@ -70,12 +118,18 @@ class MixtureBatches:
             if self.limit_K[k] < 1:
                 raise RegmixError(f"{store.path}: domain '{d}' has {len(self.tokens[k])} training tokens, "
                                   f"fewer than seq_len + 1 = {seq_len + 1}")
-        self._cache: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+        self._cache: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] = {}
 
-    def _where(self, step: int) -> tuple[int, int, int, int]:
-        """(phase, block, first step of the block, steps in the block)."""
-        phase = int(step >= self.switch)
-        start, end = (0, self.switch) if phase == 0 else (self.switch, self.steps)
+    def mixture(self, m: int, step: int) -> np.ndarray:
+        """The mixture proxy m trains on at `step`."""
+        return self.phases_M[m][self._where(m, step)[0]][1]
+
+    def _where(self, m: int, step: int) -> tuple[int, int, int, int]:
+        """(phase, block, first step of the block, steps in the block) of proxy m at `step`."""
+        phases = self.phases_M[m]
+        phase = sum(start <= step for start, _ in phases) - 1
+        start = phases[phase][0]
+        end = phases[phase + 1][0] if phase + 1 < len(phases) else self.steps
         j = (step - start) // self.block_steps
         first = start + j * self.block_steps
         return phase, j, first, min(self.block_steps, end - first)
@@ -84,7 +138,7 @@ class MixtureBatches:
         key = (m, phase, j)
         if key not in self._cache:
             n = n_steps * self.batch
-            counts = largest_remainder(self.w_PxMxK[phase][m], n)
+            counts = largest_remainder(self.phases_M[m][phase][1], n)
             rng = np.random.default_rng([self.seed, int(self.proxy_ids[m]), phase, j])
             labels = rng.permutation(np.repeat(np.arange(len(counts)), counts))
             starts = (rng.random(n) * self.limit_K[labels]).astype(np.int64)
@@ -96,11 +150,14 @@ class MixtureBatches:
         """Domain index and start offset of every window of a step: two (M, B) arrays."""
         if not 0 <= step < self.steps:
             raise IndexError(f"step {step} outside 0..{self.steps - 1}")
-        phase, j, first, n_steps = self._where(step)
-        lo = (step - first) * self.batch
-        labels, starts = zip(*(self._block(m, phase, j, n_steps) for m in range(len(self.proxy_ids))))
-        return (np.stack([x[lo:lo + self.batch] for x in labels]),
-                np.stack([x[lo:lo + self.batch] for x in starts]))
+        labels, starts = [], []
+        for m in range(len(self.proxy_ids)):
+            phase, j, first, n_steps = self._where(m, step)
+            lo = (step - first) * self.batch
+            lab, sta = self._block(m, phase, j, n_steps)
+            labels.append(lab[lo:lo + self.batch])
+            starts.append(sta[lo:lo + self.batch])
+        return np.stack(labels), np.stack(starts)
 
     def get(self, step: int) -> np.ndarray:
         labels_MxB, starts_MxB = self.plan(step)

@@ -176,6 +176,20 @@ def train_branches(cfg: MergeConfig, out: str | Path, *, where: str = "config", 
     return record
 
 
+def continued_losses(cfg: MergeConfig, out: Path, record: dict, w_NxK: np.ndarray,
+                     checkpoint_dir: Path | None = None):
+    """The paper's comparison for the merged models: a model per mixture trained from the seed on the
+    mixture itself, as long and at the same learning rate as a branch; returns its TrainResult."""
+    from proxies.train import train_mixtures
+
+    seed = load_params(out, record, 0)
+    n = len(w_NxK)
+    return train_mixtures(TokenStore.open(cfg.store), record["train_domains"], w_NxK, model=cfg.model,
+                          train=branch_train(cfg), eval_domains=record["eval_domains"],
+                          proxy_ids=np.arange(n), checkpoint_dir=checkpoint_dir,
+                          init_params=jax.tree.map(lambda x: np.repeat(np.asarray(x), n, axis=0), seed))
+
+
 def branch_results(out: Path) -> dict:
     return json.loads(job_result(Path(out), 1).read_text())
 

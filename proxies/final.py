@@ -4,7 +4,8 @@ For one seed every mixture starts from the same initialization (`same_init`) and
 from the same random stream (one proxy id for all: common random numbers), so the difference
 between two mixtures at a seed is a paired difference with less noise than two independent runs.
 A run may follow a schedule: its base mixture, then a late mixture for the last `late_fraction`
-of the steps (end-of-training upsampling).
+of the steps (end-of-training upsampling), or any phases `[(start step or fraction, mixture), ...]`
+(Levanter's form; plan.json holds them resolved to steps under "schedules").
 
 Layout of the output folder::
 
@@ -27,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from proxies import jobs
+from proxies.batches import resolve_schedule
 from proxies.config import ModelConfig, TrainConfig
 from regmix.config import from_dict, to_dict
 from regmix.errors import RegmixError
@@ -37,10 +39,12 @@ from regmix.progress import Progress, eta_note
 def make_plan(store: str | Path, domains: list[str], mixtures: dict[str, dict[str, float]], *,
               model: ModelConfig, train: TrainConfig, seeds: list[int], eval_domains: list[str],
               late_mixtures: dict[str, dict[str, float]] | None = None, late_fraction: float = 0.0,
-              workers: int = 1) -> dict:
+              schedules: dict[str, list] | None = None, workers: int = 1) -> dict:
     """The jobs: per seed, the mixtures split into chunks so the jobs spread evenly over workers.
     `late_mixtures` {name: mixture}: those runs switch to it for the last `late_fraction` of the
-    steps (plan.json keeps the keys final_mixtures and final_fraction)."""
+    steps (plan.json keeps the keys final_mixtures and final_fraction). `schedules` {name: phases}:
+    those runs follow the phases (proxies.batches.resolve_schedule; the first is the run's mixture
+    from step 0, e.g. [(0, base), (0.9, late)] upsamples in the last 10% of the steps)."""
     if not seeds:
         raise RegmixError("final runs: no seeds")
     if len(set(seeds)) != len(seeds):
@@ -53,6 +57,16 @@ def make_plan(store: str | Path, domains: list[str], mixtures: dict[str, dict[st
         if n not in mixtures:
             raise RegmixError(f"final runs: schedule for unknown mixture '{n}'")
     vec = lambda w: [float(w.get(d, 0.0)) for d in domains]
+    resolved = {}
+    for n, phases in (schedules or {}).items():
+        if n not in mixtures:
+            raise RegmixError(f"final runs: schedule for unknown mixture '{n}'")
+        if n in late_mixtures:
+            raise RegmixError(f"final runs: mixture '{n}' has both a late mixture and a schedule")
+        got = resolve_schedule(phases, train.steps, list(domains), f"final runs: schedule of '{n}'")
+        if not np.allclose(got[0][1], vec(mixtures[n])):
+            raise RegmixError(f"final runs: the schedule of '{n}' must start with its mixture")
+        resolved[n] = [[s, w.tolist()] for s, w in got]
     chunks = 1 if len(seeds) % max(workers, 1) == 0 else min(max(workers, 1), len(names))
     parts = [names[i::chunks] for i in range(chunks)]
     jobs = [{"seed": int(s), "mixtures": p} for s in seeds for p in parts if p]
@@ -62,6 +76,7 @@ def make_plan(store: str | Path, domains: list[str], mixtures: dict[str, dict[st
         "final_mixtures": {n: vec(w) for n, w in late_mixtures.items()},  # on-disk keys of plans before
         "final_fraction": float(late_fraction) if late_mixtures else 0.0,   # the rename: resumes keep them
         "model": to_dict(model), "train": to_dict(train), "seeds": [int(s) for s in seeds], "jobs": jobs,
+        **({"schedules": resolved} if resolved else {}),  # absent without one: earlier plans resume unchanged
     }
 
 
@@ -78,12 +93,24 @@ def plan_job(out: Path, plan: dict, j: int) -> jobs.Job:
     late = None
     if plan["final_mixtures"]:
         late = np.array([plan["final_mixtures"].get(n, plan["mixtures"][n]) for n in names], np.float64)
+    schedule = None
+    if plan.get("schedules"):  # every run of the job as phases (the late mixtures' too)
+        switch = train.steps - int(round(plan["final_fraction"] * train.steps))
+        schedule = []
+        for m, n in enumerate(names):
+            if n in plan["schedules"]:
+                schedule.append([(s, np.array(w)) for s, w in plan["schedules"][n]])
+            elif late is not None and switch < train.steps:
+                schedule.append([(0, np.array(plan["mixtures"][n])), (switch, late[m])])
+            else:
+                schedule.append(None)
+        late = None
     folder = out / "jobs" / f"j{j:03d}"
     return jobs.Job(store=plan["store"], domains=plan["domains"],
                     w_MxK=np.array([plan["mixtures"][n] for n in names], np.float64), model=model, train=train,
                     eval_domains=plan["eval_domains"], proxy_ids=np.zeros(len(names), np.int64),
                     checkpoint_dir=folder / "ckpt", scratch=folder, header={"seed": job["seed"], "mixtures": names},
-                    late_w_MxK=late, late_fraction=plan["final_fraction"], same_init=True)
+                    late_w_MxK=late, late_fraction=plan["final_fraction"], schedule_M=schedule, same_init=True)
 
 
 FINAL = jobs.Stage(name="final run", record="plan.json", jobs="jobs", folder="jobs", result=job_path, job=plan_job,

@@ -49,6 +49,7 @@ class Job:
     lr_scale_M: np.ndarray | None = None
     late_w_MxK: np.ndarray | None = None  # schedule: these mixtures for the last late_fraction of the steps
     late_fraction: float = 0.0
+    schedule_M: list | None = None  # per proxy: None or phases [(step, w_K)] (proxies.batches.resolve_schedule)
     same_init: bool = False
     progress: Path | None = None  # {"step", "tokens"} of the job, rewritten about once a second
     init_params: object = None  # start from these stacked params (proxies.branches)
@@ -108,7 +109,7 @@ def train_job(stage: Stage, out: Path, i: int, record: dict | None = None, repli
         on_step = _progress_writer(job.progress, len(job.proxy_ids), job.train.steps)
     res = train_mixtures(TokenStore.open(job.store), job.domains, job.w_MxK, model=job.model, train=job.train,
                          eval_domains=job.eval_domains, late_w_MxK=job.late_w_MxK,
-                         late_fraction=job.late_fraction, same_init=job.same_init, proxy_ids=job.proxy_ids,
+                         late_fraction=job.late_fraction, schedule_M=job.schedule_M, same_init=job.same_init, proxy_ids=job.proxy_ids,
                          lr_scale_M=job.lr_scale_M, checkpoint_dir=job.checkpoint_dir, on_step=on_step,
                          replicas=replicas, init_params=job.init_params)
     result = result_record(stage, job, res)

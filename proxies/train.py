@@ -8,6 +8,7 @@ Library API (the sweep and the demo's final runs both call it)::
         eval_domains: list[str] | None = None,      # default: every store domain
         late_w_MxK: np.ndarray | None = None,       # schedule: switch to these mixtures ...
         late_fraction: float = 0.0,                 # ... for the last fraction of the steps
+        schedule_M: list | None = None,             # per proxy: None or phases [(step | fraction, w_K)]
         same_init: bool = False,                    # every proxy starts from the same weights
         proxy_ids: np.ndarray | None = None,        # stable ids: seed the init and the data
         lr_scale_M: np.ndarray | None = None,       # per-proxy learning-rate multiplier
@@ -50,7 +51,7 @@ from jax.sharding import Mesh, PartitionSpec as P
 
 from proxies import checkpoint, cpu_kernels
 from proxies import model as modellib
-from proxies.batches import MixtureBatches, check_mixtures
+from proxies.batches import MixtureBatches, check_mixtures, resolve_schedule
 from proxies.config import ModelConfig, TrainConfig, preset
 from proxies.evaluate import Evaluator
 from proxies.mesh import AXIS, BATCH_AXIS, batch_sharding, padded_size, proxy_mesh, proxy_sharding, to_host
@@ -231,14 +232,16 @@ def signature(**parts) -> str:
 def train_mixtures(store: TokenStore, domains: list[str], w_MxK: np.ndarray, *, model="1m",
                    train: TrainConfig = TrainConfig(), eval_domains: list[str] | None = None,
                    late_w_MxK: np.ndarray | None = None, late_fraction: float = 0.0,
-                   same_init: bool = False, proxy_ids: np.ndarray | None = None,
+                   schedule_M: list | None = None, same_init: bool = False, proxy_ids: np.ndarray | None = None,
                    lr_scale_M: np.ndarray | None = None, checkpoint_dir: Path | None = None,
                    mesh: Mesh | None = None, on_step: Callable[[int, int], None] | None = None,
                    replicas: Replicas | None = None, init_params=None) -> TrainResult:
     """Train one proxy per row of `w_MxK` (mixtures over `domains`); see the module docstring.
 
     `replicas` (proxies.replicas): this process is one of several that train the same proxies on
-    equal shares of every batch; all return the same result, and rank 0 alone saves checkpoints."""
+    equal shares of every batch; all return the same result, and rank 0 alone saves checkpoints.
+    `schedule_M` (proxies.batches.resolve_schedule): proxy m trains on the phases schedule_M[m]
+    (None: its row of `w_MxK` throughout), each phase's mixture from its start step on."""
     cfg = preset(model)
     for d in domains:
         if d not in store.domains:
@@ -259,9 +262,17 @@ def train_mixtures(store: TokenStore, domains: list[str], w_MxK: np.ndarray, *, 
     mp = padded_size(m, mesh)
     pad = lambda a: np.concatenate([a, np.repeat(a[-1:], mp - m, axis=0)]) if mp > m else a
     late = None if late_w_MxK is None else pad(check_mixtures(late_w_MxK, domains, "late mixture"))
+    phases = None
+    if schedule_M is not None:
+        if len(schedule_M) != m:
+            raise RegmixError(f"schedule: {len(schedule_M)} schedules for {m} proxies")
+        phases = [None if s is None else resolve_schedule(s, train.steps, domains, f"schedule {i}")
+                  for i, s in enumerate(schedule_M)]
+        phases += [phases[-1]] * (mp - m)
     batches = MixtureBatches(store, domains, pad(w_MxK), batch=train.batch, seq_len=train.seq_len,
                              steps=train.steps, seed=train.seed, proxy_ids=pad(ids_M),
-                             block_steps=train.block_steps, late_w_MxK=late, late_fraction=late_fraction)
+                             block_steps=train.block_steps, late_w_MxK=late, late_fraction=late_fraction,
+                             schedule_M=phases)
     sharding, data_sharding = proxy_sharding(mesh), batch_sharding(mesh)
     vocab = store.vocab_size
     init, step_fn = jitted(run_cfg, vocab, train, sharding)
@@ -275,7 +286,9 @@ def train_mixtures(store: TokenStore, domains: list[str], w_MxK: np.ndarray, *, 
     sig = signature(model=to_dict(cfg), train=to_dict(train), vocab=vocab, domains=domains,
                     eval_domains=eval_domains, w=w_MxK, final=late_w_MxK, f=late_fraction,
                     same_init=same_init, ids=ids_M, scale=scale_M, tokenizer=store.tokenizer_hash,
-                    **({} if init_params is None else {"init": params_digest(init_params)}))
+                    **({} if init_params is None else {"init": params_digest(init_params)}),
+                    **({} if phases is None else {"schedule": [None if p is None else [[s, w] for s, w in p]
+                                                               for p in phases[:m]]}))
     if replicas is not None:  # the tag: replicas training different runs stop with an error
         step_fn = replica_step(*jitted_replica(run_cfg, vocab, train, sharding), replicas,
                                tag=int(sig[:15], 16))

@@ -53,6 +53,34 @@ class SweepSection:
 
 
 @dataclass(frozen=True)
+class MergingSection:
+    """Merged-model ablations (Na et al. 2024) in the final stage: a seed proxy and one branch per training
+    domain at the sweep's settings. Merged models score the first `n_compare` sweep mixtures (against models
+    trained from the seed on them, and against the sweep's proxies), ablate each domain around the optimized
+    mixture, and the domains whose doubling helps most are upsampled at the end of extra final runs."""
+
+    enabled: bool = False
+    seed_steps: int = 0  # 0: the sweep's steps
+    branch_steps: int = 0  # 0: a quarter of the seed's
+    branch_lr_factor: float = 0.1  # branch lr = the sweep's peak lr x this, constant
+    n_compare: int = 16  # sweep mixtures also trained from the seed (merged-vs-trained correlation)
+    upsample_fractions: list[float] = field(default_factory=lambda: [0.1, 0.2])  # last fraction of the steps
+    upsample_factor: float = 2.0  # the favoured domains' weights x this in the late phase
+    max_upsampled: int = 2  # at most this many favoured domains
+
+    def __post_init__(self):
+        if self.seed_steps < 0 or self.branch_steps < 0:
+            raise ValueError("final.merging: seed_steps and branch_steps must be >= 0")
+        if not self.branch_lr_factor > 0 or not self.upsample_factor > 1:
+            raise ValueError("final.merging: branch_lr_factor must be > 0 and upsample_factor > 1")
+        if self.n_compare < 3 or self.max_upsampled < 1:
+            raise ValueError("final.merging: n_compare must be >= 3 and max_upsampled >= 1")
+        if any(not 0 < f < 1 for f in self.upsample_fractions) or len(set(self.upsample_fractions)) != len(
+                self.upsample_fractions):
+            raise ValueError("final.merging: upsample_fractions must be distinct and in (0, 1)")
+
+
+@dataclass(frozen=True)
 class FinalSection:
     model: ModelConfig = field(default_factory=lambda: ModelConfig(n_layers=2, d_model=64, n_heads=4, d_ff=128,
                                                                    attn_blocks=2))
@@ -61,6 +89,7 @@ class FinalSection:
     mean_target_run: bool = True  # also train the mixture optimized for the mean training loss
     late_fraction: float = 0.0  # > 0: the optimized run trains on late_mixture for the last fraction of steps
     late_mixture: dict[str, float] = field(default_factory=dict)  # default: the optimized one
+    merging: MergingSection = field(default_factory=MergingSection)  # ablations and upsampled runs
     workers: int = 0  # 0: one per core
 
 

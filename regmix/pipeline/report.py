@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from regmix.files import atomic_write_text
+from regmix.pipeline import merging
 from regmix.pipeline.results import MEAN_TARGET, final_runs
 
 COLORS = {"optimized": "#d62728", "uniform": "#7f7f7f", "natural": "#1f77b4", "best_proxy": "#2ca02c",
@@ -202,6 +203,7 @@ def markdown(summary: dict, images: dict[str, str]) -> str:
               f"{summary['cv_mean_target']['pearson']:.3f} for the mean training-domain loss.", "",
               f"![fit]({images['fit']})", ""]
     lines += _mean_target_lines(summary)
+    lines += merging.report_section(summary, images)
     lines += ["", "## Time per stage", "", "| stage | seconds |", "| --- | ---: |"]
     for s, v in summary["stage_seconds"].items():
         lines.append(f"| {s} | {v:.1f} |")
@@ -279,7 +281,7 @@ def write_report(summary: dict, cfg, out: str | Path) -> None:
     matplotlib.use("Agg")  # files only, never a window
     out = Path(out)
     images = {"final": plot_final(cfg, out, summary), "mixtures": plot_mixtures(summary),
-              "fit": plot_fit(cfg, out, summary), "times": plot_times(summary)}
+              "fit": plot_fit(cfg, out, summary), "times": plot_times(summary), **merging.report_figures(summary, out)}
     names = {k: f"report/{k}.png" for k in images}
     (out / "report").mkdir(parents=True, exist_ok=True)
     for k, data in images.items():

@@ -20,6 +20,7 @@ from regmix.config import to_dict
 from regmix.corpus.store import TokenStore
 from regmix.errors import RegmixError
 from regmix.pipeline.config import PipelineConfig
+from regmix.pipeline.merging import merging_summary
 from regmix.pipeline.layout import done_path, stage_seconds, store_dir, sweep_dir
 from regmix.regress.fit import FittedModel
 
@@ -135,6 +136,7 @@ def build_summary(cfg: PipelineConfig, out: Path) -> dict:
     final_params = count_params(cfg.final.model, vocab)["total"]
     secs = stage_seconds(out)
     ranking = sorted(final, key=lambda n: final[n]["target"])
+    merging, upsampling = merging_summary(cfg, out, runs, margins)
     return {
         "target": cfg.target,
         "target_metric": f"validation loss on '{cfg.target}' ({'held out of' if cfg.held_out else 'one of the'} "
@@ -163,7 +165,8 @@ def build_summary(cfg: PipelineConfig, out: Path) -> dict:
                   "seeds": seeds, "paired": "same initialization for every mixture of a seed",
                   "late_fraction": cfg.final.late_fraction},
         "exports": json.loads(done_path(out, "export").read_text())["files"],
-        "merging": None,  # the merging ablation is not part of the toolkit yet
+        "merging": merging,  # merged vs trained, costs, domain ablations (None: final.merging off)
+        "upsampling": upsampling,  # upsampled final runs vs the optimized one, paired over the seeds
         "run": {"corpus": cfg.corpus, "regmix_version": __version__, "command": " ".join(["regmix", *sys.argv[1:]]),
                 "config": to_dict(cfg)},
     }

@@ -21,6 +21,7 @@ from regmix.export import FORMATS, Budget, ExportOptions, Mixture, export, get_f
 from regmix.files import atomic_write_json, atomic_write_text, locked
 from regmix.optimize import optimize
 from regmix.pipeline.config import PipelineConfig
+from regmix.pipeline.merging import run_merging, upsampling_runs
 from regmix.pipeline.layout import STAGES, done_path, mark_done, stage_done, store_dir, sweep_dir
 from regmix.pipeline.report import write_report
 from regmix.pipeline.results import (MEAN_TARGET, build_summary, final_mixtures, natural_mixture, optimized_mixture,
@@ -125,14 +126,23 @@ def stage_final(cfg: PipelineConfig, out: Path) -> dict:
     if f.late_fraction > 0:
         late = {"optimized": dict(f.late_mixture) or mixtures["optimized"]}
     workers = _workers(f.workers)
+    schedules, extra = {}, {}
+    if f.merging.enabled:  # merged-model ablations pick the domains the extra runs upsample at the end
+        t0 = time.perf_counter()
+        ablation = run_merging(cfg, out, mixtures["optimized"])
+        extra["merging_seconds"] = round(time.perf_counter() - t0, 3)
+        upsampled, schedules = upsampling_runs(cfg, ablation, mixtures["optimized"])
+        mixtures = {**mixtures, **upsampled}
+        log(f"final: merging in {extra['merging_seconds']:.0f}s; upsampled at the end: "
+            f"{', '.join(ablation['favoured']) or 'none (no doubled domain helps)'}")
     plan = make_plan(store_dir(out), list(cfg.train_domains), mixtures, model=f.model, train=f.train,
                      seeds=list(f.seeds), eval_domains=cfg.eval_domains,
-                     late_mixtures=late, late_fraction=f.late_fraction, workers=workers)
+                     late_mixtures=late, late_fraction=f.late_fraction, schedules=schedules or None, workers=workers)
     runs = run_final(plan, out / "final", workers=workers)
     missing = [(n, s) for n in mixtures for s in f.seeds if s not in runs[n]]
     if missing:
         raise RegmixError(f"final runs: {len(missing)} run(s) did not finish, e.g. {missing[0]}")
-    return {}
+    return extra
 
 
 def stage_report(cfg: PipelineConfig, out: Path) -> dict:

@@ -60,3 +60,22 @@ def test_plan_checks():
     with pytest.raises(RegmixError, match="schedule for unknown mixture 'y'"):
         make_plan("s", ["a"], {"x": {"a": 1.0}}, model=PRESETS["tiny"], train=TRAIN, seeds=[0], eval_domains=["a"],
                   late_mixtures={"y": {"a": 1.0}}, late_fraction=0.2)
+
+
+def test_schedules_in_a_plan(store, tmp_path):
+    late = plan_for(store, late_mixtures={"even": {"b": 1.0}}, late_fraction=0.5)
+    mixed = plan_for(store, late_mixtures={"even": {"b": 1.0}}, late_fraction=0.5,
+                     schedules={"a_only": [(0, {"a": 1.0}), (0.75, {"b": 1.0})]})
+    assert mixed["schedules"] == {"a_only": [[0, [1.0, 0.0]], [6, [0.0, 1.0]]]} and "schedules" not in late
+    old, new = run_final(late, tmp_path / "late", workers=1), run_final(mixed, tmp_path / "mixed", workers=1)
+    # the late mixture turned into phases trains exactly as before; the scheduled run switches at step 6
+    assert new["even"] == {0: dict(old["even"][0], seconds=new["even"][0]["seconds"])}
+    a_old, a_new = old["a_only"][0]["curve_loss"]["b"], new["a_only"][0]["curve_loss"]["b"]
+    assert a_new[:2] == a_old[:2] and a_new[2] != a_old[2]  # the same data up to step 4, other data after
+    with pytest.raises(RegmixError, match="both a late mixture and a schedule"):
+        plan_for(store, late_mixtures={"even": {"b": 1.0}}, late_fraction=0.5,
+                 schedules={"even": [(0, {"a": 0.5, "b": 0.5})]})
+    with pytest.raises(RegmixError, match="must start with its mixture"):
+        plan_for(store, schedules={"even": [(0, {"a": 1.0}), (4, {"b": 1.0})]})
+    with pytest.raises(RegmixError, match="schedule for unknown mixture 'zz'"):
+        plan_for(store, schedules={"zz": [(0, {"a": 1.0})]})

@@ -11,13 +11,15 @@ import yaml
 
 from proxies import model as modellib
 from proxies.config import TrainConfig, preset
-from proxies.merge import merge_params, merged_losses
+from proxies.batches import check_mixtures
+from proxies.merge import (ablation_mixtures, ablation_table, favoured_domains, merge_params, merged_losses,
+                           upsampled)
 from regmix.cli import main
 from regmix.corpus.store import TokenStore, write_store
 from regmix.errors import RegmixError
 
-TRAIN = {"steps": 30, "batch": 4, "seq_len": 32, "lr": 0.003, "warmup_steps": 3, "block_steps": 4,
-         "eval_windows": 4, "eval_batch": 4, "checkpoint_every": 10}
+TRAIN = {"steps": 12, "batch": 4, "seq_len": 32, "lr": 0.003, "warmup_steps": 3, "block_steps": 4,
+         "eval_windows": 4, "eval_batch": 4, "checkpoint_every": 0}
 DOMAINS = ["web", "code", "books"]
 
 
@@ -35,10 +37,26 @@ def store(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def branches(store):
-    """Three differently initialised tiny models, stacked."""
-    init = modellib.init_params(preset("tiny"), 257)
-    return jax.vmap(init)(jax.random.split(jax.random.key(3), 3))
+def merged_run(store):
+    """One `regmix merge` run (seed 12 steps, branches 4) shared by every test: its branches are the
+    stacked models the merge tests take apart, so all of them reuse its compiled shapes."""
+    config = {"store": str(store / "store"), "model": "tiny", "sampler": "uniform", "train_domains": DOMAINS,
+              "train": TRAIN, "merge": {"seed_steps": 12, "branch_steps": 4, "n_candidates": 12, "chunk": 8}}
+    (store / "merge.yaml").write_text(yaml.safe_dump(config))
+    out = store / "out"
+    assert main(["merge", "--config", str(store / "merge.yaml"), "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def branches(merged_run):
+    """The run's three branches (trained on different domains: different weights), stacked."""
+    from proxies import branches as br
+
+    record = json.loads((merged_run / "merge.json").read_text())
+    stacked = br.load_params(merged_run, record, 1)
+    assert all(not np.array_equal(np.asarray(x[0]), np.asarray(x[1])) for x in jax.tree.leaves(stacked)[:1])
+    return stacked
 
 
 def leaves(params, i=None):
@@ -67,31 +85,22 @@ def test_identical_branches_merge_to_the_branch(branches):
 def test_batch_equals_one_at_a_time(store, branches):
     s = TokenStore.open(store / "store")
     train = TrainConfig(**TRAIN)
-    w = np.random.default_rng(1).dirichlet(np.ones(3), size=5)
+    w = np.random.default_rng(1).dirichlet(np.ones(3), size=10)
     kw = dict(store=s, eval_domains=["web", "held"], model="tiny", train=train)
-    loss, bpb = merged_losses(branches, w, chunk=4, **kw)  # two chunks, the last one padded
-    assert loss.shape == (5, 2) and np.isfinite(loss).all()
+    loss, bpb = merged_losses(branches, w, chunk=8, **kw)  # two chunks, the last one padded
+    assert loss.shape == (10, 2) and np.isfinite(loss).all()
     assert np.ptp(loss[:, 0]) > 0  # different mixtures, different losses
-    for n in range(5):
-        one, one_bpb = merged_losses(branches, w[n:n + 1], **kw)
-        np.testing.assert_allclose(loss[n], one[0], rtol=1e-5)
-        np.testing.assert_allclose(bpb[n], one_bpb[0], rtol=1e-5)
+    one, one_bpb = merged_losses(branches, w, chunk=1, **kw)  # every mixture scored alone
+    np.testing.assert_allclose(loss, one, rtol=1e-5)
+    np.testing.assert_allclose(bpb, one_bpb, rtol=1e-5)
+    single, _ = merged_losses(branches, w[3:4], **kw)
+    np.testing.assert_allclose(loss[3], single[0], rtol=1e-5)
 
 
 @pytest.mark.parametrize("w", [[[0.5, 0.6, -0.1]], [[0.5, 0.2, 0.2]], [[np.nan, 0.5, 0.5]], [[0.5, 0.5]]])
 def test_weights_off_the_simplex_are_refused(branches, w):
     with pytest.raises(RegmixError, match="merge mixture"):
         merge_params(branches, np.array(w))
-
-
-@pytest.fixture(scope="module")
-def merged_run(store):
-    config = {"store": str(store / "store"), "model": "tiny", "sampler": "uniform", "train_domains": DOMAINS,
-              "train": TRAIN, "merge": {"seed_steps": 30, "branch_steps": 10, "n_candidates": 12, "chunk": 8}}
-    (store / "merge.yaml").write_text(yaml.safe_dump(config))
-    out = store / "out"
-    assert main(["merge", "--config", str(store / "merge.yaml"), "--out", str(out)]) == 0
-    return out
 
 
 def test_merge_writes_tables_fit_reads(store, merged_run):
@@ -116,7 +125,7 @@ def test_branches_start_from_the_seed_and_one_hot_matches_the_branch(store, merg
     out = merged_run
     record = json.loads((out / "merge.json").read_text())
     result = br.branch_results(out)
-    assert result["runs"] == DOMAINS and result["steps"] == [10, 10, 10]
+    assert result["runs"] == DOMAINS and result["steps"] == [4, 4, 4]
     seed = json.loads(br.job_result(out, 0).read_text())
     # a branch trained on its domain alone is better there than the seed it started from
     for k, d in enumerate(DOMAINS):
@@ -135,3 +144,28 @@ def test_mixtures_with_an_unknown_domain_are_refused(store, merged_run, capsys):
     assert main(["merge", "--config", str(store / "merge.yaml"), "--out", str(merged_run),
                  "--mixtures", str(store / "bad.csv")]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_ablation_mixtures_remove_and_double_each_domain():
+    names, w = ablation_mixtures(np.array([0.5, 0.3, 0.2, 0.0]), ["a", "b", "c", "d"])
+    assert names == ["base", "-a", "2x a", "-b", "2x b", "-c", "2x c"]  # d has no weight: nothing to ablate
+    check_mixtures(w, ["a", "b", "c", "d"])  # every row on the simplex
+    np.testing.assert_allclose(w[1], [0, 0.6, 0.4, 0])  # a removed, the rest renormalized
+    np.testing.assert_allclose(w[2], [1.0, 0, 0, 0])  # a at 1/2 doubled: all of the mass
+    np.testing.assert_allclose(w[4], [0.5 * 0.4 / 0.7, 0.6, 0.2 * 0.4 / 0.7, 0])  # b doubled, others scaled
+    assert ablation_mixtures(np.array([1.0, 0.0]), ["a", "b"])[0] == ["base"]  # the only domain stays
+    with pytest.raises(RegmixError, match="ablation mixture"):
+        ablation_mixtures(np.array([0.5, 0.6]), ["a", "b"])
+
+
+def test_ablation_table_picks_the_domains_whose_doubling_helps():
+    names = ["base", "-a", "2x a", "-b", "2x b", "-c", "2x c"]
+    table = ablation_table(names, np.array([3.0, 3.2, 2.9, 2.95, 3.1, 3.05, 2.8]), ["a", "b", "c"])
+    assert [r["domain"] for r in table] == ["a", "b", "c"]
+    np.testing.assert_allclose([r["removed"] for r in table], [0.2, -0.05, 0.05])
+    np.testing.assert_allclose([r["doubled"] for r in table], [-0.1, 0.1, -0.2])
+    assert favoured_domains(table) == ["c", "a"] and favoured_domains(table, 1) == ["c"]
+    assert favoured_domains([dict(r, doubled=abs(r["doubled"])) for r in table]) == []  # nothing helps
+    late = upsampled(np.array([0.6, 0.3, 0.1]), ["a", "b", "c"], ["c"])
+    np.testing.assert_allclose(late, [0.6 * 0.8 / 0.9, 0.3 * 0.8 / 0.9, 0.2])
+    np.testing.assert_allclose(upsampled(np.array([0.6, 0.4]), ["a", "b"], ["a", "b"]), [0.6, 0.4])
