@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from regmix.cli import check_config_kind, command_parser, require_jax_side
+from regmix.files import check_out
 
 DEFAULT_CONFIG = "demo"  # presets shipped in regmix/configs
 QUICK_CONFIG = "demo-quick"
@@ -27,6 +28,7 @@ def config_path(args) -> str:
 
 
 def run(args) -> int:
+    check_out(args.out, "folder")  # before the JAX side is even looked for
     require_jax_side("demo")
     from regmix.pipeline import load_pipeline_config, run_pipeline
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from regmix.cli import check_config_kind, command_parser, require_jax_side
 from regmix.errors import RegmixError
+from regmix.files import check_out
 
 
 def register(sub) -> None:
@@ -21,6 +22,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    check_out(args.out, "folder")  # before the JAX side is even looked for
     require_jax_side("run")
     from regmix.cli.demo import print_summary
     from regmix.pipeline import STAGES, load_pipeline_config, run_pipeline, run_stage

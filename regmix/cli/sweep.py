@@ -12,6 +12,7 @@ import pandas as pd
 from regmix.cli import check_config_kind, command_parser, require_jax_side
 from regmix.config import load_config
 from regmix.corpus.prepare import ensure_store
+from regmix.files import check_out
 
 
 def register(sub) -> None:
@@ -29,6 +30,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    check_out(args.out, "folder")  # before the JAX side is even looked for
     require_jax_side("sweep")
     from proxies.config import SweepConfig
     from proxies.sweep import run_sweep

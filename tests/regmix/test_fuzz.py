@@ -236,11 +236,14 @@ def _out_argv(command, sweep, out):
         "export": ["export", tmp / "mixture.json", "--format", "json", "--out", out],
         "prepare": ["prepare", "--corpus", tmp / "no-corpus", "--out", out],
         "sample": ["sample", "--domains", "a,b,c", "--n", "4", "--out", out],
+        "sweep": ["sweep", "--config", "quick", "--out", out, "--quiet"],
+        "demo": ["demo", "--quick", "--out", out],
+        "run": ["run", "--config", "demo-quick", "--out", out],
     }[command]
 
 
-FOLDER_WRITERS = {"fit", "prepare"}
-OUT_CASES = [(c, k) for c in ("fit", "predict", "optimize", "export", "prepare", "sample")
+FOLDER_WRITERS = {"fit", "prepare", "sweep", "demo", "run"}
+OUT_CASES = [(c, k) for c in ("fit", "predict", "optimize", "export", "prepare", "sample", "sweep", "demo", "run")
              for k in ("wrong-kind", "under-dev-null", "under-a-file")]
 
 
