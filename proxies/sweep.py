@@ -39,7 +39,7 @@ from proxies.model import count_params
 from regmix.config import from_dict, to_dict
 from regmix.corpus.store import TokenStore
 from regmix.errors import RegmixError
-from regmix.files import atomic_write_text, locked, usable_cores
+from regmix.files import atomic_write_text, clean_temp_files, locked, usable_cores
 from regmix.progress import Progress, eta_note
 from regmix.sample import SamplerConfig, sample_mixtures
 from regmix.space import MixtureSpace
@@ -281,12 +281,23 @@ def progress_bar(out: Path, record: dict, progress: bool = True):
         bar.close()
 
 
+def tidy(out: Path, record: dict) -> None:
+    """What a killed run leaves behind: temporary files of interrupted writes, and the checkpoint of a group
+    killed between writing its result and removing the checkpoint (the result is the durable record)."""
+    groups = [group_dir(out, g) for g in range(len(record["groups"]))]
+    clean_temp_files([out, *(g for g in groups if g.is_dir())])
+    for gdir in groups:
+        if (gdir / "result.json").is_file() and (gdir / "ckpt").exists():
+            shutil.rmtree(gdir / "ckpt", ignore_errors=True)
+
+
 def run_sweep(cfg: SweepConfig, out: str | Path, *, where: str = "config", force: bool = False,
               workers: int | None = None, progress: bool = True) -> Path:
     """Run (or resume) a sweep into `out`; returns the path of metrics.csv."""
     out = Path(out)
     with locked(out, "sweep"):
         record = create_sweep(cfg, out, where, force=force, workers=workers)
+        tidy(out, record)
         workers = workers or cfg.run.workers or default_workers()
         write_tables(out, record)
         todo = jobs.unfinished(SWEEP, out, record)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from regmix.cli import check_config_kind, command_parser, require_jax_side
-from regmix.files import check_out
+from regmix.files import check_out, disk_full_is_an_error
 
 DEFAULT_CONFIG = "demo"  # presets shipped in regmix/configs
 QUICK_CONFIG = "demo-quick"
@@ -28,6 +28,11 @@ def config_path(args) -> str:
 
 
 def run(args) -> int:
+    with disk_full_is_an_error(args.out):  # a full disk is one line; what finished is kept
+        return _run(args)
+
+
+def _run(args) -> int:
     check_out(args.out, "folder")  # before the JAX side is even looked for
     require_jax_side("demo")
     from regmix.pipeline import load_pipeline_config, run_pipeline

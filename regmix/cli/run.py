@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from regmix.cli import check_config_kind, command_parser, require_jax_side
 from regmix.errors import RegmixError
-from regmix.files import check_out
+from regmix.files import check_out, disk_full_is_an_error
 
 
 def register(sub) -> None:
@@ -22,6 +22,11 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    with disk_full_is_an_error(args.out):  # a full disk is one line; what finished is kept
+        return _run(args)
+
+
+def _run(args) -> int:
     check_out(args.out, "folder")  # before the JAX side is even looked for
     require_jax_side("run")
     from regmix.cli.demo import print_summary
