@@ -16,12 +16,15 @@ import hashlib
 import json
 import logging
 import shutil
+import sys
 import warnings
 from pathlib import Path
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+
+from regmix.files import is_disk_full
 
 CHECKSUM = "checksum"  # the record's key holding the digest (not part of the record callers see)
 
@@ -56,20 +59,41 @@ def save(directory: Path, step: int, state, record: dict) -> None:
     record = json.loads(json.dumps(record))  # as it reads back: tuples become lists
     record[CHECKSUM] = digest(leaves, record)
     named = {f"{i:05d}": x for i, x in enumerate(leaves)}
-    quiet = _DropErrors()  # orbax logs, traceback and all, the error it then raises (a full disk): one report
-    logging.getLogger("absl").addFilter(quiet)
-    try:
-        with _manager(directory) as mgr:
-            mgr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(named),
-                                                   record=ocp.args.JsonSave(record)), force=True)
-            mgr.wait_until_finished()
-    finally:
-        logging.getLogger("absl").removeFilter(quiet)
+    with _manager(directory) as mgr:
+        mgr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(named),
+                                               record=ocp.args.JsonSave(record)), force=True)
+        mgr.wait_until_finished()
 
 
-class _DropErrors(logging.Filter):
+_unraisablehook = sys.unraisablehook
+
+
+def _quiet_closed_loop(unraisable) -> None:
+    """When a save fails (a full disk), tensorstore's other pending writes finish in their own threads and call
+    `loop.call_soon_threadsafe` on orbax's event loop, closed by then; each call's error is reported as
+    unraisable, a traceback of those two asyncio frames alone that says nothing the one-line error does not."""
+    tb = unraisable.exc_traceback
+    if unraisable.exc_type is RuntimeError and str(unraisable.exc_value) == "Event loop is closed" \
+            and tb is not None and tb.tb_frame.f_code.co_name == "call_soon_threadsafe":
+        return
+    _unraisablehook(unraisable)
+
+
+sys.unraisablehook = _quiet_closed_loop
+
+
+class _DiskFullReports(logging.Filter):
+    """Drops the log records of a save that fails on a full disk: orbax logs the error (traceback and all)
+    before raising it, and asyncio each abandoned write when it is collected, even after the command has
+    printed its one-line error. The raised error is the one report."""
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno < logging.ERROR
+        exc = record.exc_info[1] if record.exc_info else None
+        return not ((exc is not None and is_disk_full(exc)) or is_disk_full(Exception(record.getMessage())))
+
+
+for _name in ("absl", "asyncio"):
+    logging.getLogger(_name).addFilter(_DiskFullReports())
 
 
 def latest_step(directory: Path) -> int | None:
