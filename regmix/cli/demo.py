@@ -38,10 +38,28 @@ def _run(args) -> int:
     from regmix.pipeline import load_pipeline_config, run_pipeline
 
     check_config_kind(config_path(args), "pipeline")
-    cfg = load_pipeline_config(config_path(args), args.seeds)
+    cfg = checked_config(config_path(args), args.seeds, args.out)
     path, reused = run_pipeline(cfg, args.out)
     print_summary(path, reused, args.out)
     return 0
+
+
+def checked_config(path: str, seeds, out):
+    """The pipeline config, with the sweep config its stages build from it checked too, before any stage runs
+    (its checks, such as `n_proxies >= 1` or a known model preset, would otherwise stop a later stage)."""
+    from pathlib import Path
+
+    from regmix.config import preset_path
+    from regmix.errors import RegmixError
+    from regmix.pipeline import load_pipeline_config
+    from regmix.pipeline.stages import sweep_config
+
+    cfg = load_pipeline_config(path, seeds)
+    try:
+        sweep_config(cfg, Path(out))
+    except (TypeError, ValueError) as err:
+        raise RegmixError(f"{preset_path(path)}: {err}") from None
+    return cfg
 
 
 def print_summary(path, reused: list[str], out) -> None:
