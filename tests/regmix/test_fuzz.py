@@ -746,3 +746,24 @@ def test_fit_keeps_a_users_partial_folder(sweep, tmp_path, capsys):
     if not (mine / "notes.txt").exists():
         pytest.xfail("FittedModel.save (regmix/regress/fit.py) removes OUT.partial: reported, fix pending")
     assert (mine / "notes.txt").read_text() == "mine\n"
+
+
+RUN_FLAGS = [
+    (["bench", "proxies", "--workers", "-3"], "--workers"),
+    (["bench", "proxies", "--group-size", "-1"], "--group-size"),
+    (["bench", "proxies", "--memory-budget-gb", "nan"], "--memory-budget-gb"),
+    (["bench", "proxies", "--n-proxies", "0"], "--n-proxies"),
+    (["bench", "proxies", "--preset", "huge"], "huge"),
+    (["sweep", "--config", "quick", "--out", "OUT", "--workers", "-3"], "--workers"),
+    (["sweep", "--config", "quick", "--out", "OUT", "--n-proxies", "0"], "n_proxies"),
+    (["run", "--config", "demo-quick", "--out", "OUT", "--stage", "nope"], "unknown stage"),
+    (["run", "--config", "demo-quick", "--out", "OUT", "--force"], "--force needs --stage"),
+]
+
+
+@pytest.mark.parametrize("argv,fragment", RUN_FLAGS, ids=[" ".join(a[:1] + a[-2:]) for a, _ in RUN_FLAGS])
+def test_bad_flags_of_the_training_commands(tmp_path, capsys, argv, fragment):
+    out = tmp_path / "out"
+    code, err = run_contained(capsys, tmp_path, [str(out) if a == "OUT" else a for a in argv], out)
+    assert_one_line(code, err, fragment)
+    assert not out.exists()
