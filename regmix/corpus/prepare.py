@@ -96,6 +96,10 @@ def prepare(
     sources = discover(corpus)
     if any(out.resolve() == (corpus / s.name).resolve() for s in sources):
         raise RegmixError(f"{out}: the store would overwrite the corpus domain folder of the same name")
+    if out.is_dir() and not ((out / STORE_MARKER).exists() or (out / "meta.json").is_file()) \
+            and any(p.name != ".lock" for p in out.iterdir()):
+        raise RegmixError(f"{out}: folder holds files and is not a token store; prepare writes only into a new or "
+                          "empty folder, or a store it made (give another --out)")
     out.mkdir(parents=True, exist_ok=True)
     (out / STORE_MARKER).touch()  # marks the folder as a store at once (discover skips it)
     with locked(out, "prepare"):

@@ -767,3 +767,17 @@ def test_bad_flags_of_the_training_commands(tmp_path, capsys, argv, fragment):
     code, err = run_contained(capsys, tmp_path, [str(out) if a == "OUT" else a for a in argv], out)
     assert_one_line(code, err, fragment)
     assert not out.exists()
+
+
+def test_prepare_never_writes_into_a_folder_of_other_files(tmp_path, capsys):
+    root = tmp_path / "corpus"
+    _corpus_two(root)
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "meta.json.bak").write_text("keep\n")
+    (out / "tokenizer.json").write_text("keep\n")
+    code, err = run_contained(capsys, tmp_path, ["prepare", "--corpus", root, "--out", out, "--no-progress"], None)
+    assert_one_line(code, err, str(out), "not a token store")
+    assert sorted(p.name for p in out.iterdir()) == ["meta.json.bak", "tokenizer.json"]
+    code, err = run_contained(capsys, tmp_path, ["prepare", "--corpus", root, "--out", root, "--no-progress"], None)
+    assert_one_line(code, err, "not a token store")  # the corpus itself is not an output
