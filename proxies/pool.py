@@ -31,6 +31,7 @@ from typing import Callable
 from proxies.replicas import Launch, replica_count
 from proxies.xlaflags import cpu_flags
 from regmix.errors import RegmixError
+from regmix.files import is_disk_full
 
 GLIBC_TUNABLES = ("glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=4294967295:"
                   "glibc.malloc.arena_max=1:glibc.malloc.hugetlb=1")
@@ -160,12 +161,24 @@ def run_workers(target: str, out: Path, todo: list[int], planned: int, logs: Pat
                 log = failed[0][1]
                 text = log.read_text(errors="replace").strip()
                 last = text.splitlines()[-1] if text else "no output"
+                if is_disk_full(Exception(text[-2000:])) or _disk_full(out):  # the log itself may be cut short
+                    raise RegmixError(f"{out}: {what} {log.stem.removeprefix('worker')} stopped: No space left "
+                                      f"on device (see {log})")
                 raise RegmixError(f"{out}: {what} {log.stem.removeprefix('worker')} failed: {last} (see {log})")
     finally:
         for p, _ in procs:
             if p.poll() is None:
                 p.kill()
                 p.wait()
+
+
+def _disk_full(folder: Path) -> bool:
+    """Less than 1 MiB left on the disk holding `folder` (a worker that failed there most likely failed on it)."""
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < 1 << 20
 
 
 def worker_main(argv: list[str]) -> int:

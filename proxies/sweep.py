@@ -38,7 +38,7 @@ from proxies.model import count_params
 from regmix.config import from_dict, to_dict
 from regmix.corpus.store import TokenStore
 from regmix.errors import RegmixError
-from regmix.files import atomic_write_text, locked, usable_cores
+from regmix.files import atomic_write_text, clean_temp_files, locked, usable_cores
 from regmix.progress import Progress, Rate, eta_note
 from regmix.sample import SamplerConfig, sample_mixtures
 from regmix.space import MixtureSpace
@@ -152,7 +152,7 @@ def create_sweep(cfg: SweepConfig, out: Path, where: str, force: bool = False, w
     identity = {"config": {k: v for k, v in config.items() if k != "run"}, "store": _store_identity(store)}
     path = out / "sweep.json"
     if path.exists():
-        record = json.loads(path.read_text())
+        record = read_record(out)
         what = _difference({"config": record["config"], "store": record["store"]}, json.loads(json.dumps(identity)))
         if what:
             if not force:
@@ -206,13 +206,62 @@ def work(args: list[str]) -> int:
     return jobs.work(SWEEP, args)
 
 
+def _read_json(path: Path, what: str) -> object:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise RegmixError(f"{path}: cannot read the {what}: {type(err).__name__}: {err}") from None
+
+
+RECORD_KEYS = {"config": dict, "store": dict, "train_domains": list, "eval_domains": list, "groups": list}
+RESULT_KEYS = ("runs", "eval_domains", "val_loss", "bpb", "diverged", "steps", "tokens", "seconds")
+
+
+def read_record(out: Path) -> dict:
+    """DIR/sweep.json, checked enough that what reads it cannot fail on its shape."""
+    path = out / "sweep.json"
+    record = _read_json(path, "sweep record")
+    fix = "; use --force to start the sweep again, or another --out"
+    if not isinstance(record, dict):
+        raise RegmixError(f"{path}: expected a JSON object{fix}")
+    for key, kind in RECORD_KEYS.items():
+        if not isinstance(record.get(key), kind):
+            raise RegmixError(f"{path}: '{key}' missing or not a {'mapping' if kind is dict else 'list'}{fix}")
+    if not all(isinstance(g, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in g)
+               for g in record["groups"]):
+        raise RegmixError(f"{path}: 'groups' must be lists of run indices{fix}")
+    return record
+
+
 def finished_groups(out: Path, record: dict) -> dict[int, dict]:
     done = {}
-    for g in range(len(record["groups"])):
+    for g, members in enumerate(record["groups"]):
         path = group_dir(out, g) / "result.json"
         if path.exists():
-            done[g] = json.loads(path.read_text())
+            done[g] = _check_result(_read_json(path, "group result"), path, len(members))
     return done
+
+
+def _check_result(result: object, path: Path, n: int) -> dict:
+    """A group's result.json as write_tables reads it: n runs, a row of numbers per run and eval domain."""
+    fix = "; delete it to train the group again"
+    if not isinstance(result, dict):
+        raise RegmixError(f"{path}: expected a JSON object{fix}")
+    for key in RESULT_KEYS:
+        if key not in result:
+            raise RegmixError(f"{path}: missing key '{key}'{fix}")
+    k = len(result["eval_domains"]) if isinstance(result["eval_domains"], list) else -1
+    for key in ("runs", "val_loss", "bpb", "diverged", "steps", "tokens"):
+        if not isinstance(result[key], list) or len(result[key]) != n:
+            raise RegmixError(f"{path}: '{key}' must list the group's {n} runs{fix}")
+    for key in ("val_loss", "bpb"):
+        for row in result[key]:
+            if not isinstance(row, list) or len(row) != k or not all(
+                    v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in row):
+                raise RegmixError(f"{path}: '{key}' must hold {k} numbers per run (one per eval domain){fix}")
+    if isinstance(result["seconds"], bool) or not isinstance(result["seconds"], (int, float)):
+        raise RegmixError(f"{path}: 'seconds' must be a number{fix}")
+    return result
 
 
 def write_tables(out: Path, record: dict) -> int:
@@ -279,12 +328,23 @@ def progress_bar(out: Path, record: dict, progress: bool = True):
         bar.close()
 
 
+def tidy(out: Path, record: dict) -> None:
+    """What a killed run leaves behind: temporary files of interrupted writes, and the checkpoint of a group
+    killed between writing its result and removing the checkpoint (the result is the durable record)."""
+    groups = [group_dir(out, g) for g in range(len(record["groups"]))]
+    clean_temp_files([out, *(g for g in groups if g.is_dir())])
+    for gdir in groups:
+        if (gdir / "result.json").is_file() and (gdir / "ckpt").exists():
+            shutil.rmtree(gdir / "ckpt", ignore_errors=True)
+
+
 def run_sweep(cfg: SweepConfig, out: str | Path, *, where: str = "config", force: bool = False,
               workers: int | None = None, progress: bool = True) -> Path:
     """Run (or resume) a sweep into `out`; returns the path of metrics.csv."""
     out = Path(out)
     with locked(out, "sweep"):
         record = create_sweep(cfg, out, where, force=force, workers=workers)
+        tidy(out, record)
         workers = workers or cfg.run.workers or default_workers()
         write_tables(out, record)
         todo = jobs.unfinished(SWEEP, out, record)

@@ -296,7 +296,7 @@ def train_mixtures(store: TokenStore, domains: list[str], w_MxK: np.ndarray, *, 
     rec = {"signature": sig, "step": 0, "diverged": [False] * mp, "steps": [train.steps] * mp,
            "curve_steps": [], "curve_loss": [], "curve_bpb": [], "seconds": 0.0}
     if checkpoint_dir is not None:
-        found = checkpoint.restore(Path(checkpoint_dir), state)
+        found = checkpoint.restore(Path(checkpoint_dir), state, max_step=train.steps)
         if found is not None:
             _, state, rec = found
             if rec.get("signature") != sig:

@@ -31,11 +31,20 @@ class Loader(yaml.SafeLoader):
     Aliases are refused (a "billion laughs" file fails at once) and so are duplicate keys.
     """
 
+    max_depth = 64  # nesting deeper than any config needs is refused before Python's recursion limit
+
     def compose_node(self, parent, index):
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
             raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed", event.start_mark)
-        return super().compose_node(parent, index)
+        self._depth = getattr(self, "_depth", 0) + 1
+        try:
+            if self._depth > self.max_depth:
+                raise yaml.composer.ComposerError(None, None, f"nested deeper than {self.max_depth} levels",
+                                                  self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
     def construct_mapping(self, node, deep=False):
         seen = set()
@@ -75,6 +84,9 @@ def load_yaml(path: str | Path) -> dict:
         where = f" line {mark.line + 1}" if mark is not None else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise RegmixError(f"{path}:{where} invalid YAML: {problem}") from None
+    except (ValueError, TypeError, AttributeError, OverflowError, RecursionError) as err:
+        # PyYAML's constructors raise these for a bad `!!float x`, `2001-02-30`, `!!timestamp x`, a list as a key
+        raise RegmixError(f"{path}: invalid YAML: {type(err).__name__}: {err}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -161,7 +173,7 @@ def from_dict(cls: type[T], data: Any, where: str = "config", field: str = "") -
         return cls(**values)
     except RegmixError:
         raise
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, ArithmeticError) as err:
         raise RegmixError(f"{label}: {err}") from None
 
 
@@ -223,7 +235,10 @@ def _convert(tp: Any, value: Any, where: str, path: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise RegmixError(f"{where}: {path}: expected a number, got {_show(value)}")
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an integer of hundreds of digits
+            raise RegmixError(f"{where}: {path}: number too large, got {_show(value)}") from None
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, float) and value.is_integer():

@@ -8,6 +8,7 @@ stale lock behind.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import math
@@ -55,6 +56,42 @@ def json_safe(data: Any) -> Any:
 def atomic_write_json(path: str | Path, data: Any, indent: int | None = 1) -> None:
     """JSON, NaN and infinities written as null, atomically."""
     atomic_write_text(path, json.dumps(json_safe(data), indent=indent, allow_nan=False) + "\n")
+
+
+def clean_temp_files(folders, pattern: str = ".*.tmp") -> int:
+    """Remove the temporary files `replacing` leaves behind when its process is killed mid-write
+    (`.<name>.<random>.tmp`) from `folders`; call it holding the folder's lock. Returns how many went."""
+    removed = 0
+    for folder in folders:
+        for path in Path(folder).glob(pattern):
+            if path.is_file() and not path.is_symlink():
+                path.unlink(missing_ok=True)
+                removed += 1
+    return removed
+
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """An OSError for a full disk or quota, or a library's error that wraps one (orbax, tensorstore)."""
+    if isinstance(err, OSError) and err.errno in DISK_FULL:
+        return True
+    return "No space left on device" in str(err) or "Disk quota exceeded" in str(err)
+
+
+@contextmanager
+def disk_full_is_an_error(folder: str | Path):
+    """A full disk while writing under `folder` becomes one line saying that what finished is kept (every
+    write is atomic, so no finished file is damaged) and that the same command resumes."""
+    try:
+        yield
+    except Exception as err:
+        if not is_disk_full(err):
+            raise
+        where = getattr(err, "filename", None) or folder
+        raise RegmixError(f"{where}: disk full (no space left on device); the finished results in {folder} are "
+                          "kept: free some space and run the same command again to resume") from None
 
 
 @contextmanager

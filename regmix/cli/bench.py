@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 from regmix.cli import command_parser, require_jax_side
 from regmix.errors import RegmixError
@@ -36,6 +37,11 @@ def run(args) -> int:
     for name in ("n_proxies", "batch", "seq_len", "steps"):
         if getattr(args, name) < 1:
             raise RegmixError(f"--{name.replace('_', '-')} must be >= 1")
+    for name in ("workers", "group_size"):
+        if getattr(args, name) < 0:
+            raise RegmixError(f"--{name.replace('_', '-')} must be >= 0 (0: {'one per core' if name == 'workers' else 'as a sweep plans them'}), got {getattr(args, name)}")
+    if not (math.isfinite(args.memory_budget_gb) and args.memory_budget_gb > 0):
+        raise RegmixError(f"--memory-budget-gb must be a finite number > 0, got {args.memory_budget_gb}")
     record = run_bench(args.preset, args.n_proxies, args.batch, args.seq_len, args.steps, args.workers,
                        args.memory_budget_gb, tunables=not args.no_tunables, group_size=args.group_size)
     if args.json:

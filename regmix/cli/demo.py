@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from regmix.cli import check_config_kind, command_parser, require_jax_side
+from regmix.files import check_out, disk_full_is_an_error
 
 DEFAULT_CONFIG = "demo"  # presets shipped in regmix/configs
 QUICK_CONFIG = "demo-quick"
@@ -27,14 +28,38 @@ def config_path(args) -> str:
 
 
 def run(args) -> int:
+    with disk_full_is_an_error(args.out):  # a full disk is one line; what finished is kept
+        return _run(args)
+
+
+def _run(args) -> int:
+    check_out(args.out, "folder")  # before the JAX side is even looked for
     require_jax_side("demo")
     from regmix.pipeline import load_pipeline_config, run_pipeline
 
     check_config_kind(config_path(args), "pipeline")
-    cfg = load_pipeline_config(config_path(args), args.seeds)
+    cfg = checked_config(config_path(args), args.seeds, args.out)
     path, reused = run_pipeline(cfg, args.out)
     print_summary(path, reused, args.out)
     return 0
+
+
+def checked_config(path: str, seeds, out):
+    """The pipeline config, with the sweep config its stages build from it checked too, before any stage runs
+    (its checks, such as `n_proxies >= 1` or a known model preset, would otherwise stop a later stage)."""
+    from pathlib import Path
+
+    from regmix.config import preset_path
+    from regmix.errors import RegmixError
+    from regmix.pipeline import load_pipeline_config
+    from regmix.pipeline.stages import sweep_config
+
+    cfg = load_pipeline_config(path, seeds)
+    try:
+        sweep_config(cfg, Path(out))
+    except (TypeError, ValueError) as err:
+        raise RegmixError(f"{preset_path(path)}: {err}") from None
+    return cfg
 
 
 def print_summary(path, reused: list[str], out) -> None:

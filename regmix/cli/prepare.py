@@ -6,7 +6,7 @@ import argparse
 
 from regmix.cli import command_parser
 from regmix.corpus.prepare import prepare
-from regmix.files import check_out
+from regmix.files import check_out, disk_full_is_an_error
 
 
 def register(sub) -> None:
@@ -29,7 +29,12 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args) -> int:
+    with disk_full_is_an_error(args.out):  # a full disk is one line; what finished is kept
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     check_out(args.out, "folder")
     meta = prepare(args.corpus, args.out, tokenizer=args.tokenizer, valid_fraction=args.valid_fraction,
                    text_field=args.text_field, seq_len=args.seq_len,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from regmix.cli import check_config_kind, command_parser, require_jax_side
 from regmix.errors import RegmixError
+from regmix.files import check_out, disk_full_is_an_error
 
 
 def register(sub) -> None:
@@ -21,21 +22,27 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    with disk_full_is_an_error(args.out):  # a full disk is one line; what finished is kept
+        return _run(args)
+
+
+def _run(args) -> int:
+    check_out(args.out, "folder")  # before the JAX side is even looked for
     require_jax_side("run")
-    from regmix.cli.demo import print_summary
-    from regmix.pipeline import STAGES, load_pipeline_config, run_pipeline, run_stage
+    from regmix.cli.demo import checked_config, print_summary
+    from regmix.pipeline import STAGES, run_pipeline, run_stage
 
     check_config_kind(args.config, "pipeline")
     if args.stage is None:
         if args.force:
             raise RegmixError("--force needs --stage (the stage to run again)")
-        cfg = load_pipeline_config(args.config, args.seeds)
+        cfg = checked_config(args.config, args.seeds, args.out)
         path, reused = run_pipeline(cfg, args.out)
         print_summary(path, reused, args.out)
         return 0
     if args.stage not in STAGES:
         raise RegmixError(f"unknown stage '{args.stage}' (stages: {', '.join(STAGES)})")
-    cfg = load_pipeline_config(args.config, args.seeds)
+    cfg = checked_config(args.config, args.seeds, args.out)
     ran = run_stage(cfg, args.out, args.stage, force=args.force)
     print(f"{args.stage}: {'done' if ran else 'already done (use --force to run it again)'} in {args.out}")
     return 0

@@ -12,6 +12,8 @@ import pandas as pd
 from regmix.cli import check_config_kind, command_parser, require_jax_side
 from regmix.config import load_config
 from regmix.corpus.prepare import ensure_store
+from regmix.errors import RegmixError
+from regmix.files import check_out, disk_full_is_an_error
 
 
 def register(sub) -> None:
@@ -29,6 +31,14 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    with disk_full_is_an_error(args.out):  # a full disk is one line; what finished is kept
+        return _run(args)
+
+
+def _run(args) -> int:
+    check_out(args.out, "folder")  # before the JAX side is even looked for
+    if args.workers is not None and args.workers < 0:
+        raise RegmixError(f"--workers must be >= 0 (0: one per core), got {args.workers}")
     require_jax_side("sweep")
     from proxies.config import SweepConfig
     from proxies.sweep import run_sweep

@@ -28,7 +28,7 @@ from regmix.corpus.store import DOMAIN_KEYS, FORMAT, TokenStore, dtype_for, toke
 from regmix.corpus.tokenizer import (ByteTokenizer, load_tokenizer_file, parse_spec, tokenizer_info,
                                      train_bpe)
 from regmix.errors import RegmixError
-from regmix.files import atomic_write_text
+from regmix.files import atomic_write_text, clean_temp_files, locked
 
 BATCH_BYTES = 4 << 20
 HASH_VERSION = "regmix-prepare-1"
@@ -62,7 +62,8 @@ class _SplitWriter:
         if not self.raw:
             return
         ids = tok.encode_bytes(self.raw) if tok.kind == "byte" else tok.encode_docs(self.raw)
-        ids.astype(self.dtype, copy=False).tofile(self.fh)
+        # fh.write, not ndarray.tofile: on a full disk tofile raises an OSError without errno ENOSPC
+        self.fh.write(np.ascontiguousarray(ids, dtype=self.dtype).data)
         self.tokens += int(ids.size)
         self.raw, self.pending = [], 0
 
@@ -95,8 +96,21 @@ def prepare(
     sources = discover(corpus)
     if any(out.resolve() == (corpus / s.name).resolve() for s in sources):
         raise RegmixError(f"{out}: the store would overwrite the corpus domain folder of the same name")
+    if out.is_dir() and not ((out / STORE_MARKER).exists() or (out / "meta.json").is_file()) \
+            and any(p.name != ".lock" for p in out.iterdir()):
+        raise RegmixError(f"{out}: folder holds files and is not a token store; prepare writes only into a new or "
+                          "empty folder, or a store it made (give another --out)")
     out.mkdir(parents=True, exist_ok=True)
     (out / STORE_MARKER).touch()  # marks the folder as a store at once (discover skips it)
+    with locked(out, "prepare"):
+        clean_temp_files([out, *(out / s.name for s in sources)])
+        clean_temp_files([out / s.name for s in sources], "*.bin.tmp")
+        return _prepare(corpus, out, sources, tokenizer, valid_fraction, text_field, seq_len, bpe_sample_bytes,
+                        progress, log)
+
+
+def _prepare(corpus, out, sources, tokenizer, valid_fraction, text_field, seq_len, bpe_sample_bytes, progress,
+             log) -> dict:
     data_hashes = {s.name: _data_hash(s, corpus) for s in sources}
     tok = _make_tokenizer(tokenizer, sources, data_hashes, out, text_field, bpe_sample_bytes, log)
     dtype = dtype_for(tok.vocab_size)

@@ -34,6 +34,31 @@ TXT_DOC_BYTES = 1 << 20
 STORE_MARKER = ".regmix-store"  # prepare writes it into a store folder: never read as a domain
 _REGMIX_NAME = re.compile(r"^(?P<domain>.+?)(?:-(?P<n>\d+))?\.jsonl(?:\.(?:gz|xz|bz2))?$")
 _CORRUPT = (OSError, EOFError, lzma.LZMAError, zlib.error, ValueError)
+# names a store folder holds itself: a domain of the same name would overwrite them
+RESERVED_NAMES = ("meta.json", "tokenizer.json", "tokenizer.trained_on", STORE_MARKER, ".lock")
+MAX_NAME = 200
+
+
+def check_domain_name(name: object, where: str | Path) -> str:
+    """A domain name is a plain name: a store writes `<store>/<name>/`, so no separators, no '.' or '..',
+    no leading dot, no control characters, and none of the store's own file names."""
+    why = None
+    if not isinstance(name, str) or not name:
+        why = "is empty" if name == "" else "is not a string"
+    elif "/" in name or "\\" in name:
+        why = "holds a path separator"
+    elif name.startswith("."):
+        why = "starts with '.' ('.', '..' and hidden names are not domains)"
+    elif any(ord(c) < 32 or ord(c) == 127 for c in name):
+        why = "holds a control character"
+    elif name.lower() in RESERVED_NAMES:
+        why = "is the name of one of the token store's own files"
+    elif len(name) > MAX_NAME:
+        why = f"is longer than {MAX_NAME} characters"
+    if why:
+        shown = repr(name) if not isinstance(name, str) or len(name) <= 60 else repr(name[:57] + "...")
+        raise RegmixError(f"{where}: domain name {shown} {why}; a domain needs a plain name")
+    return name
 
 
 @dataclass
@@ -102,6 +127,7 @@ def discover(corpus: str | Path) -> list[DomainSource]:
         train = [p for p in files if p not in valid]
         if not train:
             raise RegmixError(f"{sub}: domain has validation files but no training files")
+        check_domain_name(sub.name, sub)
         domains.append(DomainSource(sub.name, train, valid))
     if not domains:
         raise RegmixError(f"{corpus}: no domain folders (expected CORPUS/<domain>/*.jsonl|txt|parquet "
@@ -128,6 +154,7 @@ def _discover_regmix(corpus: Path) -> list[DomainSource]:
             m = _REGMIX_NAME.match(path.name)
             if not m or not path.is_file():
                 continue
+            check_domain_name(m["domain"], path)
             src = found.setdefault(m["domain"], DomainSource(m["domain"], [], []))
             (src.train_files if split == "train" else src.valid_files).append(path)
     for name, src in found.items():

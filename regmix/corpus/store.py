@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from regmix.corpus.readers import check_domain_name
 from regmix.errors import RegmixError
 from regmix.files import atomic_write_text
 
@@ -114,12 +115,27 @@ def _check_meta(meta: object, where: Path) -> None:
         raise RegmixError(f"{where}: tokenizer: expected an object with 'kind' and 'hash'")
     if not isinstance(meta["domains"], dict) or not meta["domains"]:
         raise RegmixError(f"{where}: domains: expected a non-empty object")
-    if not (0 <= int(meta["eod_id"]) < int(meta["vocab_size"])):
-        raise RegmixError(f"{where}: eod_id {meta['eod_id']} outside vocabulary of {meta['vocab_size']}")
+    vocab, eod = _count(meta["vocab_size"], where, "vocab_size"), _count(meta["eod_id"], where, "eod_id")
+    if not 0 <= eod < vocab:
+        raise RegmixError(f"{where}: eod_id {eod} outside vocabulary of {vocab}")
+    if vocab > np.iinfo(meta["dtype"]).max + 1:
+        raise RegmixError(f"{where}: vocab_size {vocab} does not fit dtype {meta['dtype']}")
     for name, info in meta["domains"].items():
+        check_domain_name(name, f"{where}: domains")
         for key in ("train_tokens", "valid_tokens"):
             if not isinstance(info, dict) or key not in info:
                 raise RegmixError(f"{where}: domains.{name}: missing key '{key}'")
+        for key in DOMAIN_KEYS[:-1]:
+            if key in info:
+                _count(info[key], where, f"domains.{name}.{key}")
+
+
+def _count(value: object, where: Path, field: str) -> int:
+    """A count in meta.json: a non-negative integer (JSON has no other kind a count can be)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+        raise RegmixError(f"{where}: {field}: expected a non-negative integer, got {shown}")
+    return value
 
 
 def write_meta(path: str | Path, meta: dict) -> None:

@@ -1,19 +1,16 @@
 """Hostile and broken input: one line naming the file or field, exit code 2, never a crash."""
 import json
-import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from regmix.cli import main
 
+from forkrun import ForkRunner
 from helpers_tables import synthetic_sweep
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def assert_one_line(code, err, *fragments):
@@ -43,6 +40,14 @@ def sweep(tmp_path_factory):
                      "--model", kind, "--out", str(out), "--no-progress"]) == 0
         models[kind] = out
     return tmp, mix, met, models
+
+
+@pytest.fixture(scope="module")
+def native():
+    """Cases where a crash below Python could happen run in forked children of one warm interpreter."""
+    runner = ForkRunner()
+    yield runner
+    runner.close()
 
 
 def copy_model(sweep, kind, tmp_path):
@@ -121,7 +126,7 @@ TREE_RUNS = [("predict", *c) for c in TREE_CASES] + [("optimize", *c) for c in T
 
 
 @pytest.mark.parametrize("command,name,tamper,fragments", TREE_RUNS, ids=[f"{r[0]}-{r[1]}" for r in TREE_RUNS])
-def test_tampered_tree_file_is_one_line_in_a_child_process(sweep, tmp_path, command, name, tamper, fragments):
+def test_tampered_tree_file_is_one_line_in_a_child_process(sweep, native, tmp_path, command, name, tamper, fragments):
     model = copy_model(sweep, "lightgbm", tmp_path)
     tree = sorted(model.glob("*.lgb.txt"))[0]
     tree.write_text(tamper(tree.read_text()), encoding="latin-1")
@@ -129,10 +134,8 @@ def test_tampered_tree_file_is_one_line_in_a_child_process(sweep, tmp_path, comm
         argv = ["predict", "--model", model, "--mixtures", sweep[1], "--out", tmp_path / "p.csv"]
     else:
         argv = ["optimize", "--model", model, "--samples", "200", "--out", tmp_path / "m.json", "--no-progress"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-m", "regmix", *map(str, argv)], capture_output=True, text=True,
-                          env=env, timeout=120)
-    assert_one_line(proc.returncode, proc.stderr, *fragments)
+    code, err = native.run(argv, tmp_path)
+    assert_one_line(code, err, *fragments)
 
 
 # ---- 2. model.json: containment and finite, consistent numbers ----
@@ -234,11 +237,14 @@ def _out_argv(command, sweep, out):
         "export": ["export", tmp / "mixture.json", "--format", "json", "--out", out],
         "prepare": ["prepare", "--corpus", tmp / "no-corpus", "--out", out],
         "sample": ["sample", "--domains", "a,b,c", "--n", "4", "--out", out],
+        "sweep": ["sweep", "--config", "quick", "--out", out, "--quiet"],
+        "demo": ["demo", "--quick", "--out", out],
+        "run": ["run", "--config", "demo-quick", "--out", out],
     }[command]
 
 
-FOLDER_WRITERS = {"fit", "prepare"}
-OUT_CASES = [(c, k) for c in ("fit", "predict", "optimize", "export", "prepare", "sample")
+FOLDER_WRITERS = {"fit", "prepare", "sweep", "demo", "run"}
+OUT_CASES = [(c, k) for c in ("fit", "predict", "optimize", "export", "prepare", "sample", "sweep", "demo", "run")
              for k in ("wrong-kind", "under-dev-null", "under-a-file")]
 
 
@@ -371,3 +377,407 @@ def test_duplicate_metric_columns(sweep, tmp_path, capsys):
     code, err = run_cli(capsys, "fit", "--mixtures", sweep[1], "--metrics", met, "--target", "target",
                         "--model", "linear", "--out", tmp_path / "m", "--no-progress")
     assert_one_line(code, err, "l.csv", "duplicate column")
+
+
+# ---- 5. every command, every input kind: contained, one line, bounded ----
+
+HANG_GUARD_S = 60  # a case still running after this is a hang, not a slow case
+
+
+def run_contained(capsys, tmp_path, argv, out=None):
+    """Run in-process under a hang guard; nothing may appear in tmp_path except under `out`."""
+    import signal
+
+    before = {p for p in tmp_path.rglob("*")}
+
+    def hang(signum, frame):
+        raise TimeoutError(f"regmix {argv[0]} still running after {HANG_GUARD_S} s")
+
+    old = signal.signal(signal.SIGALRM, hang)
+    signal.alarm(HANG_GUARD_S)
+    try:
+        code, err = run_cli(capsys, *argv)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    new = {p for p in tmp_path.rglob("*")} - before
+    stray = [p for p in new if out is None or not (p == Path(out) or Path(out) in p.parents)]
+    assert not stray, f"files created outside the output: {sorted(map(str, stray))[:5]}"
+    return code, err
+
+
+BOMB = "a: &a [x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a]\nc: [*b, *b, *b, *b, *b, *b, *b]\n"
+CONFIG_TEXTS = [
+    ("alias-bomb", BOMB, "aliases"),
+    ("duplicate-key", "seed: 1\nseed: 2\n", "duplicate key"),
+    ("not-a-mapping", "- 1\n- 2\n", "mapping"),
+    ("bad-yaml", "seed: [1, 2\n", "invalid YAML"),
+    ("non-utf8", None, "cannot read"),
+    ("deep-nesting", "seed: " + "[" * 200 + "]" * 200 + "\n", "nested deeper"),
+    ("python-tag", "seed: !!python/object/apply:os.system [touch PWNED]\n", "invalid YAML"),
+    ("bad-date", "seed: 2001-02-30\n", "invalid YAML"),
+    ("unknown-key", "zzz_unknown: 1\n", "unknown key 'zzz_unknown'"),
+    ("extends-itself", "extends: c.yaml\n", "extends itself"),
+    ("extends-missing", "extends: nowhere-at-all.yaml\n", "nowhere-at-all"),
+    ("seed-string", "seed: many\n", "seed"),
+]
+SWEEP_CONFIG_TEXTS = [
+    ("n-proxies-negative", "store: demo\nn_proxies: -3\n", "n_proxies"),
+    ("model-unknown", "store: demo\nmodel: gigantic\n", "model"),
+    ("steps-zero", "store: demo\ntrain: {steps: 0}\n", "steps"),
+    ("steps-string", "store: demo\ntrain: {steps: lots}\n", "train.steps"),
+    ("store-missing", "store: /nonexistent/store\n", "/nonexistent/store"),
+    ("pipeline-config", "corpus: demo\ntarget: mean\n", "pipeline config"),
+]
+PIPELINE_CONFIG_TEXTS = [
+    ("n-proxies-negative", "extends: demo-quick\nsample: {n_proxies: -3}\n", "n_proxies"),
+    ("model-unknown", "extends: demo-quick\nsweep: {model: gigantic}\n", "gigantic"),
+    ("sweep-config", "store: demo\nn_proxies: 4\n", "sweep config"),
+    ("seq-len-string", "extends: demo-quick\nseq_len: long\n", "seq_len"),
+]
+CONFIG_RUNS = ([(c, *t) for c in ("sweep", "demo", "run") for t in CONFIG_TEXTS]
+               + [("sweep", *t) for t in SWEEP_CONFIG_TEXTS]
+               + [(c, *t) for c in ("demo", "run") for t in PIPELINE_CONFIG_TEXTS])
+
+
+@pytest.mark.parametrize("command,name,text,fragment", CONFIG_RUNS, ids=[f"{r[0]}-{r[1]}" for r in CONFIG_RUNS])
+def test_bad_configs(tmp_path, capsys, command, name, text, fragment):
+    config = tmp_path / "c.yaml"
+    if text is None:
+        config.write_bytes(b"seed: 1\xff\xfe\n")
+    else:
+        config.write_text(text)
+    out = tmp_path / "out"
+    argv = [command, "--config", config, "--out", out] + (["--quiet"] if command == "sweep" else [])
+    code, err = run_contained(capsys, tmp_path, argv, out)
+    fragments = [fragment] if name in ("store-missing", "extends-missing", "model-unknown") else ["c.yaml", fragment]
+    assert_one_line(code, err, *fragments)
+    assert not (tmp_path / "PWNED").exists() and not (Path.cwd() / "PWNED").exists()
+
+
+SPACE_TEXTS = [
+    ("alias-bomb", BOMB, ["space.yaml", "aliases"]),
+    ("duplicate-bound", "bounds:\n  d0: [0, 1]\n  d0: [0, 0.5]\n", ["space.yaml", "duplicate key"]),
+    ("not-a-mapping", "[1, 2]\n", ["space.yaml", "mapping"]),
+    ("unknown-key", "boundz: {}\n", ["space.yaml", "boundz"]),
+    ("bound-not-a-pair", "bounds: {d0: 0.5}\n", ["space.yaml", "bounds.d0"]),
+    ("bound-three-items", "bounds: {d0: [0, 0.5, 1]}\n", ["space.yaml", "bounds.d0"]),
+    ("bound-nan", "bounds: {d0: [.nan, 1]}\n", ["space.yaml", "d0"]),
+    ("bound-reversed", "bounds: {d0: [0.9, 0.1]}\n", ["space.yaml", "d0"]),
+    ("bound-unknown-domain", "bounds: {zz: [0, 1]}\n", ["space.yaml", "zz"]),
+    ("prior-negative", "prior: {d0: -1, d1: 1, d2: 1}\n", ["space.yaml", "prior"]),
+    ("max-epochs-negative", "max_epochs: -1\ntoken_budget: 1e9\ntokens: {d0: 1e9, d1: 1e9, d2: 1e9}\n",
+     ["space.yaml", "max_epochs"]),
+    ("token-budget-inf", "max_epochs: 4\ntoken_budget: .inf\ntokens: {d0: 1e9, d1: 1e9, d2: 1e9}\n",
+     ["space.yaml", "token_budget"]),
+    ("tokens-not-counts", "max_epochs: 4\ntoken_budget: 1e9\ntokens: [1, 2]\n", ["space.yaml", "tokens"]),
+    ("huge-integer", f"token_budget: {10 ** 400}\n", ["space.yaml", "token_budget"]),
+]
+SPACE_RUNS = [(c, *t) for c in ("optimize", "sample") for t in SPACE_TEXTS]
+
+
+@pytest.mark.parametrize("command,name,text,fragments", SPACE_RUNS, ids=[f"{r[0]}-{r[1]}" for r in SPACE_RUNS])
+def test_bad_space_files(sweep, tmp_path, capsys, command, name, text, fragments):
+    space = _write(tmp_path, "space.yaml", text)
+    out = tmp_path / ("m.json" if command == "optimize" else "s.csv")
+    if command == "optimize":
+        argv = ["optimize", "--model", sweep[3]["linear"], "--samples", "100", "--space", space, "--out", out,
+                "--no-progress"]
+    else:
+        argv = ["sample", "--space", space, "--domains", "d0,d1,d2", "--n", "8", "--out", out, "--no-progress"]
+    code, err = run_contained(capsys, tmp_path, argv, out)
+    assert_one_line(code, err, *fragments)
+    assert not out.exists()
+
+
+def _store(tmp_path):
+    from regmix.corpus.store import write_store
+
+    rng = np.random.default_rng(0)
+    arrays = {d: (rng.integers(0, 256, 3000), rng.integers(0, 256, 300)) for d in ("d0", "d1", "d2")}
+    write_store(tmp_path / "store", arrays, vocab_size=257, eod_id=256)
+    return tmp_path / "store"
+
+
+def _meta_edit(edit):
+    def apply(store):
+        meta = json.loads((store / "meta.json").read_text())
+        (store / "meta.json").write_text(json.dumps(edit(meta)))
+    return apply
+
+
+def _rename_domain(new):
+    def edit(meta):
+        meta["domains"] = {new if d == "d0" else d: v for d, v in meta["domains"].items()}
+        return meta
+    return edit
+
+
+STORE_CASES = [
+    ("meta-not-json", lambda s: (s / "meta.json").write_text("{nope"), ["meta.json"]),
+    ("meta-a-list", lambda s: (s / "meta.json").write_text("[]"), ["meta.json", "JSON object"]),
+    ("format-2", _meta_edit(_set(["format"], 2)), ["meta.json", "format"]),
+    ("dtype-bad", _meta_edit(_set(["dtype"], "float64")), ["meta.json", "dtype"]),
+    ("vocab-string", _meta_edit(_set(["vocab_size"], "many")), ["meta.json", "vocab_size"]),
+    ("eod-outside", _meta_edit(_set(["eod_id"], 9999)), ["meta.json", "eod_id"]),
+    ("vocab-too-big-for-dtype", _meta_edit(_set(["vocab_size"], 10 ** 7)), ["meta.json", "vocab_size"]),
+    ("train-tokens-string", _meta_edit(_set(["domains", "d0", "train_tokens"], "x")), ["meta.json", "train_tokens"]),
+    ("train-tokens-negative", _meta_edit(_set(["domains", "d0", "train_tokens"], -5)), ["meta.json", "train_tokens"]),
+    ("domain-dotdot", _meta_edit(_rename_domain("../../outside")), ["meta.json", "domain name"]),
+    ("domain-meta-json", _meta_edit(_rename_domain("meta.json")), ["meta.json", "domain name"]),
+    ("domain-absolute", _meta_edit(_rename_domain("/etc")), ["meta.json", "domain name"]),
+    ("token-file-missing", lambda s: (s / "d0" / "train.bin").unlink(), ["train.bin", "missing"]),
+]
+
+
+@pytest.mark.parametrize("name,tamper,fragments", STORE_CASES, ids=[c[0] for c in STORE_CASES])
+def test_tampered_token_store_for_a_sweep(tmp_path, capsys, name, tamper, fragments):
+    store = _store(tmp_path)
+    tamper(store)
+    config = _write(tmp_path, "sweep.yaml", f"store: {store}\nn_proxies: 2\nmodel: tiny\n")
+    out = tmp_path / "out"
+    code, err = run_contained(capsys, tmp_path, ["sweep", "--config", config, "--out", out, "--quiet"], out)
+    assert_one_line(code, err, *fragments)
+    assert not (out / "sweep.json").exists()
+
+
+TOKEN_STORE_CASES = STORE_CASES[:1] + [
+    ("domains-a-list", _meta_edit(_set(["domains"], [1, 2])), ["meta.json"]),
+    ("count-string", _meta_edit(_set(["domains", "d0", "train_tokens"], "x")), ["meta.json", "d0"]),
+    ("count-negative", _meta_edit(_set(["domains", "d0", "train_tokens"], -1)), ["meta.json", "d0"]),
+]
+
+
+@pytest.mark.parametrize("command", ["optimize", "export"])
+@pytest.mark.parametrize("name,tamper,fragments", TOKEN_STORE_CASES, ids=[c[0] for c in TOKEN_STORE_CASES])
+def test_tampered_token_store_as_tokens(sweep, tmp_path, capsys, command, name, tamper, fragments):
+    store = _store(tmp_path)
+    tamper(store)
+    caps = ["--token-budget", "1e9", "--tokens", store, "--max-epochs", "4"]
+    out = tmp_path / "o.json"
+    if command == "optimize":
+        argv = ["optimize", "--model", sweep[3]["linear"], "--samples", "100", "--out", out, "--no-progress", *caps]
+    else:
+        argv = ["export", _mixture_json(tmp_path), "--format", "json", "--out", out, *caps]
+    code, err = run_contained(capsys, tmp_path, argv, out)
+    assert_one_line(code, err, *fragments)
+
+
+def _jsonl(path, docs):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+
+
+DOC = "alpha beta gamma delta " * 20
+
+
+def _corpus_two(root):
+    _jsonl(root / "web" / "a.jsonl", [DOC] * 3)
+    _jsonl(root / "code" / "a.jsonl", [DOC] * 3)
+
+
+def _regmix_named(name):
+    def make(root):
+        _jsonl(root / "train" / "web-0.jsonl", [DOC] * 3)
+        _jsonl(root / "train" / f"{name}-0.jsonl", [DOC] * 3)
+    return make
+
+
+def _extra_folder(name):
+    def make(root):
+        _corpus_two(root)
+        _jsonl(root / name / "a.jsonl", [DOC] * 3)
+    return make
+
+
+def _corrupt_gz(root):
+    _corpus_two(root)
+    (root / "web" / "b.jsonl.gz").write_bytes(b"\x1f\x8b\x08\x00garbage-not-gzip")
+
+
+def _garbage_parquet(root):
+    _corpus_two(root)
+    (root / "web" / "b.parquet").write_bytes(b"PAR1 not really parquet")
+
+
+def _no_valid_docs(root):
+    _corpus_two(root)
+    (root / "web" / "a.jsonl").write_text('{"txt": "x"}\n[1, 2]\nnot json\n')
+
+
+def _empty_domain(root):
+    _corpus_two(root)
+    (root / "empty").mkdir()
+    (root / "empty" / "notes.md").write_text("not corpus input")
+
+
+def _symlink_domain(root):
+    _corpus_two(root)
+    outside = root.parent / "outside"
+    _jsonl(outside / "a.jsonl", [DOC])
+    (root / "..evil").symlink_to(outside)
+
+
+CORPUS_CASES = [
+    ("regmix-dotdot", _regmix_named(".."), [], ["'..'"]),
+    ("regmix-dot", _regmix_named("."), [], ["domain name"]),
+    ("regmix-meta-json", _regmix_named("meta.json"), [], ["meta.json", "store's own files"]),
+    ("regmix-tokenizer-json", _regmix_named("tokenizer.json"), [], ["tokenizer.json", "domain name"]),
+    ("regmix-control-char", _regmix_named("we\x01b"), [], ["control character"]),
+    ("folder-meta-json", _extra_folder("meta.json"), [], ["meta.json", "domain name"]),
+    ("folder-tokenizer-json", _extra_folder("tokenizer.json"), [], ["tokenizer.json", "domain name"]),
+    ("folder-newline", _extra_folder("we\nb"), [], ["control character"]),
+    ("folder-long-name", _extra_folder("d" * 230), [], ["characters; a domain needs a plain name"]),
+    ("corrupt-gz", _corrupt_gz, [], ["b.jsonl.gz", "corrupt"]),
+    ("garbage-parquet", _garbage_parquet, [], ["b.parquet"]),
+    ("no-usable-docs", _no_valid_docs, [], ["web", "no training documents"]),
+    ("empty-domain", _empty_domain, [], ["empty", "no .txt"]),
+    ("no-domains", lambda root: root.mkdir(), [], ["no domain folders"]),
+    ("missing-corpus", lambda root: None, [], ["corpus folder not found"]),
+    ("too-short", _corpus_two, ["--seq-len", "100000"], ["fewer than one training sequence"]),
+    ("valid-fraction-1.5", _corpus_two, ["--valid-fraction", "1.5"], ["valid_fraction"]),
+    ("tokenizer-garbage", _corpus_two, ["--tokenizer", "bpe:x"], ["bpe:x"]),
+    ("tokenizer-file-garbage", _corpus_two, ["--tokenizer", "TOKFILE"], ["tok.json"]),
+]
+
+
+@pytest.mark.parametrize("name,make,flags,fragments", CORPUS_CASES, ids=[c[0] for c in CORPUS_CASES])
+def test_hostile_corpora_for_prepare(tmp_path, capsys, name, make, flags, fragments):
+    root = tmp_path / "corpus"
+    make(root)
+    if "TOKFILE" in flags:
+        _write(tmp_path, "tok.json", "{not a tokenizer")
+        flags = ["--tokenizer", str(tmp_path / "tok.json")]
+    out = tmp_path / "store"
+    argv = ["prepare", "--corpus", root, "--out", out, "--seq-len", "16", "--no-progress", *flags]
+    code, err = run_contained(capsys, tmp_path, argv, out)
+    assert_one_line(code, err, *fragments)
+    assert not (out / "meta.json").exists()
+
+
+TEMPLATES = [
+    ("attribute", "{domain.__class__.__mro__}"),
+    ("unclosed", "{domain"),
+    ("other-field", "{dom}"),
+    ("positional", "{}"),
+    ("index", "{0}"),
+    ("conversion", "{domain!r}"),
+    ("huge-spec", "{domain:>99999999}"),
+    ("no-field", "/data/all"),
+    ("lone-brace", "/data/}{domain}"),
+    ("item", "{domain[0]}"),
+]
+
+
+@pytest.mark.parametrize("name,template", TEMPLATES, ids=[t[0] for t in TEMPLATES])
+def test_path_templates_take_only_domain(tmp_path, capsys, name, template):
+    out = tmp_path / "o.json"
+    code, err = run_contained(capsys, tmp_path, ["export", _mixture_json(tmp_path), "--format", "hf", "--out", out,
+                                                 "--path-template", template], out)
+    assert_one_line(code, err, "--path-template")
+    assert not out.exists()
+
+
+@pytest.fixture(scope="module")
+def sweep_folder(tmp_path_factory):
+    """A sweep folder as `regmix sweep` leaves it after planning (sweep.json, mixtures.csv), no training."""
+    from proxies.config import SweepConfig
+    from proxies.sweep import create_sweep, group_dir
+    from regmix.config import load_config
+
+    tmp = tmp_path_factory.mktemp("sweepdir")
+    store = _store(tmp)
+    config = _write(tmp, "sweep.yaml", f"store: {store}\nn_proxies: 2\nmodel: tiny\nsampler: uniform\n"
+                                       "train: {steps: 4, batch: 2, seq_len: 16, eval_windows: 2, eval_batch: 2}\n"
+                                       "run: {workers: 1, group_size: 1}\n")
+    out = tmp / "out"
+    out.mkdir()
+    record = create_sweep(load_config(SweepConfig, config), out, str(config))
+    result = {"runs": ["p0000"], "eval_domains": record["eval_domains"], "val_loss": [[5.0, 5.0, 5.0]],
+              "bpb": [[7.0, 7.0, 7.0]], "diverged": [False], "steps": [4], "tokens": [128], "seconds": 1.0}
+    group_dir(out, 0).mkdir(parents=True)
+    (group_dir(out, 0) / "result.json").write_text(json.dumps(result))
+    return config, out
+
+
+def _json_edit(name, edit):
+    def apply(out):
+        path = out / name
+        path.write_text(json.dumps(edit(json.loads(path.read_text()))))
+    return apply
+
+
+SWEEP_DIR_CASES = [
+    ("sweep-json-not-json", lambda o: (o / "sweep.json").write_text("{nope"), ["sweep.json", "cannot read"]),
+    ("sweep-json-a-list", lambda o: (o / "sweep.json").write_text("[1]"), ["sweep.json", "JSON object"]),
+    ("sweep-json-no-config", _json_edit("sweep.json", lambda r: {k: v for k, v in r.items() if k != "config"}),
+     ["sweep.json", "'config'"]),
+    ("sweep-json-groups-strings", _json_edit("sweep.json", _set(["groups"], [["a"], ["b"]])), ["sweep.json", "groups"]),
+    ("result-not-json", lambda o: (o / "groups/g0000/result.json").write_text("{"), ["result.json", "cannot read"]),
+    ("result-a-list", lambda o: (o / "groups/g0000/result.json").write_text("[]"), ["result.json", "JSON object"]),
+    ("result-no-runs", _json_edit("groups/g0000/result.json", lambda r: {k: v for k, v in r.items() if k != "runs"}),
+     ["result.json", "'runs'"]),
+    ("result-wrong-length", _json_edit("groups/g0000/result.json", _set(["runs"], ["p0000", "p0001"])),
+     ["result.json", "runs"]),
+    ("result-loss-strings", _json_edit("groups/g0000/result.json", _set(["val_loss"], [["x", "y", "z"]])),
+     ["result.json", "val_loss"]),
+    ("result-loss-short", _json_edit("groups/g0000/result.json", _set(["bpb"], [[1.0]])), ["result.json", "bpb"]),
+]
+
+
+@pytest.mark.parametrize("name,tamper,fragments", SWEEP_DIR_CASES, ids=[c[0] for c in SWEEP_DIR_CASES])
+def test_tampered_sweep_folder(sweep_folder, tmp_path, capsys, name, tamper, fragments):
+    config, clean = sweep_folder
+    out = tmp_path / "out"
+    shutil.copytree(clean, out)
+    tamper(out)
+    code, err = run_contained(capsys, tmp_path, ["sweep", "--config", config, "--out", out, "--quiet"], out)
+    assert_one_line(code, err, *fragments)
+    assert not (out / "groups" / "g0001" / "result.json").exists()  # refused before any training
+
+
+def test_fit_keeps_a_users_partial_folder(sweep, tmp_path, capsys):
+    mine = tmp_path / "m.partial"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine\n")
+    code, err = run_cli(capsys, "fit", "--mixtures", sweep[1], "--metrics", sweep[2], "--target", "target",
+                        "--folds", "2", "--model", "linear", "--out", tmp_path / "m", "--no-progress")
+    assert code == 0, err
+    if not (mine / "notes.txt").exists():
+        pytest.xfail("FittedModel.save (regmix/regress/fit.py) removes OUT.partial: reported, fix pending")
+    assert (mine / "notes.txt").read_text() == "mine\n"
+
+
+RUN_FLAGS = [
+    (["bench", "proxies", "--workers", "-3"], "--workers"),
+    (["bench", "proxies", "--group-size", "-1"], "--group-size"),
+    (["bench", "proxies", "--memory-budget-gb", "nan"], "--memory-budget-gb"),
+    (["bench", "proxies", "--n-proxies", "0"], "--n-proxies"),
+    (["bench", "proxies", "--preset", "huge"], "huge"),
+    (["sweep", "--config", "quick", "--out", "OUT", "--workers", "-3"], "--workers"),
+    (["sweep", "--config", "quick", "--out", "OUT", "--n-proxies", "0"], "n_proxies"),
+    (["run", "--config", "demo-quick", "--out", "OUT", "--stage", "nope"], "unknown stage"),
+    (["run", "--config", "demo-quick", "--out", "OUT", "--force"], "--force needs --stage"),
+]
+
+
+@pytest.mark.parametrize("argv,fragment", RUN_FLAGS, ids=[" ".join(a[:1] + a[-2:]) for a, _ in RUN_FLAGS])
+def test_bad_flags_of_the_training_commands(tmp_path, capsys, argv, fragment):
+    out = tmp_path / "out"
+    code, err = run_contained(capsys, tmp_path, [str(out) if a == "OUT" else a for a in argv], out)
+    assert_one_line(code, err, fragment)
+    assert not out.exists()
+
+
+def test_prepare_never_writes_into_a_folder_of_other_files(tmp_path, capsys):
+    root = tmp_path / "corpus"
+    _corpus_two(root)
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "meta.json.bak").write_text("keep\n")
+    (out / "tokenizer.json").write_text("keep\n")
+    code, err = run_contained(capsys, tmp_path, ["prepare", "--corpus", root, "--out", out, "--no-progress"], None)
+    assert_one_line(code, err, str(out), "not a token store")
+    assert sorted(p.name for p in out.iterdir()) == ["meta.json.bak", "tokenizer.json"]
+    code, err = run_contained(capsys, tmp_path, ["prepare", "--corpus", root, "--out", root, "--no-progress"], None)
+    assert_one_line(code, err, "not a token store")  # the corpus itself is not an output
