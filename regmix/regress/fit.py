@@ -52,7 +52,7 @@ class FittedModel:
         """Predicted targets `y_NxT` of the full models (`screen`: a cheaper first-pass estimate
         where the model has one, e.g. one booster of a LightGBM bag)."""
         if screen:
-            return np.stack([m.predict(w_NxK, screen=True) if hasattr(m, "boosters") else m.predict(w_NxK) for m in self.full], axis=1)
+            return np.stack([m.predict(w_NxK, screen=True) if getattr(m, "screens", False) else m.predict(w_NxK) for m in self.full], axis=1)
         return np.stack([m.predict(w_NxK) for m in self.full], axis=1)
 
     def predict_folds(self, w_NxK: np.ndarray) -> np.ndarray:
