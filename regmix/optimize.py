@@ -43,6 +43,7 @@ class OptimizeConfig:
     kl_strength: float = 0.0
     target_weights: tuple[float, ...] | None = None
     seed: int = 0
+    interval: float = 0.8  # coverage of the reported conformal interval of each target at the answer
 
 
 @dataclass
@@ -63,6 +64,9 @@ class OptimizeResult:
     prior_K: np.ndarray
     kl_to_prior: float
     columns: tuple[str, ...] = ()  # the sweep table's column per domain, for exports keyed by file names
+    interval_level: float | None = None
+    lower_T: np.ndarray | None = None  # conformal interval of each target at the answer (None: not calibrated)
+    upper_T: np.ndarray | None = None
 
     def to_json(self) -> dict:
         named = lambda v: {d: float(x) for d, x in zip(self.domains, tidy_weights(v))}
@@ -79,6 +83,10 @@ class OptimizeResult:
                 for t, m, s in zip(self.targets, self.fold_mean_T, self.fold_std_T)
             },
             "objective": self.objective,
+            "interval": None if self.lower_T is None else {
+                "level": self.interval_level,
+                **{t: {"lower": float(lo), "upper": float(hi)} for t, lo, hi in zip(self.targets, self.lower_T, self.upper_T)},
+            },
             "kl_to_prior": self.kl_to_prior,
             "prior": named(self.prior_K),
             "alternatives": {"topk": named(self.topk_K)},
@@ -153,6 +161,9 @@ def optimize(
 
     folds_FxT = model.predict_folds(answer[None, :])[:, 0, :]
     predicted = model.predict(answer[None, :])[0]
+    lower = upper = None
+    if all(t in model.calibration for t in model.targets):
+        _, lower, upper = (v[0] for v in model.interval(answer[None, :], config.interval))
     return OptimizeResult(
         domains=model.domains,
         weights_K=answer,
@@ -170,6 +181,9 @@ def optimize(
         prior_K=space.prior_K,
         kl_to_prior=float(kl_N(answer[None, :], space.prior_K)[0]),
         columns=tuple(model.columns),
+        interval_level=config.interval,
+        lower_T=lower,
+        upper_T=upper,
     )
 
 

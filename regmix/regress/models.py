@@ -7,7 +7,7 @@ Each model: `fit(w_NxK, y_N, seed)`, `predict(w_NxK)`, and a pickle-free `save(d
 - `linear`: ridge regression on the weights (penalty chosen by inner leave-fold-out error).
 - `mixing-law`: the exp-of-linear law of Data Mixing Laws, L(w) = c + k * exp(t . w).
 - `ensemble`: the mean of the three.
-- `gp`, `gp-ilr`: a Gaussian process on sqrt(w) or on an isometric log-ratio of w (regress/gp.py).
+- `gp`: a Gaussian process on sqrt(w) (regress/gp.py).
 - `loglinear`, `loglinear-pairs`: L = c + exp(b + t . w [+ pairwise terms]) with a Huber loss
   (regress/loglinear.py).
 """
@@ -26,7 +26,7 @@ from regmix.errors import RegmixError
 
 from regmix.regress.kinds import MODEL_KINDS
 from regmix.regress.compiled import compiled_predictor
-from regmix.regress.gp import GPILRModel, GPModel
+from regmix.regress.gp import GPModel
 from regmix.regress.loglinear import LogLinearModel, LogLinearPairsModel
 from regmix.regress.treecheck import validate_tree_file
 
@@ -241,7 +241,7 @@ class EnsembleModel:
         return cls([load_model(directory, m, n_features) for m in meta["members"]])
 
 
-_CLASSES = {c.kind: c for c in (GPModel, GPILRModel, LightGBMModel, LogLinearModel, LogLinearPairsModel, LinearModel,
+_CLASSES = {c.kind: c for c in (GPModel, LightGBMModel, LogLinearModel, LogLinearPairsModel, LinearModel,
                                 MixingLawModel, EnsembleModel)}
 
 
