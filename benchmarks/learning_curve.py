@@ -10,6 +10,11 @@ seed) scored on its out-of-fold predictions.
     nice python benchmarks/learning_curve.py --all-targets --models gp lightgbm --out bench-out/lc13
 
 Writes learning_curve.csv and learning_curve.md under --out.
+
+    nice python benchmarks/learning_curve.py --coverage 0.8 --models gp lightgbm --out bench-out/cov
+
+measures instead the out-of-fold coverage of `regmix fit`'s conformal intervals: fit (5-fold) on n
+random runs, and count the left-out runs inside the interval (at 512: an outer 5-fold split).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import argparse
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # one BLAS thread: the machine is shared
@@ -53,6 +59,41 @@ def one(kind: str, w: np.ndarray, y: np.ndarray, n: int, seed: int) -> tuple[flo
     return scores(y, oof)
 
 
+def coverage(kind: str, mixtures, y_N: np.ndarray, n: int, seed: int, level: float) -> tuple[float, float]:
+    """Share of left-out runs inside the interval, and the interval's mean width."""
+    from regmix.regress.fit import fit_sweep
+
+    rng = np.random.default_rng(2000 + seed)
+    idx = rng.permutation(len(y_N))
+    if n >= len(y_N):
+        n = len(y_N) - len(y_N) // 5
+    train, test = idx[:n], idx[n:]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model, _ = fit_sweep(mixtures.subset(train), y_N[train, None], ["y"], kind=kind, folds=5, seed=seed, progress=False)
+    _, lo, hi = model.interval(mixtures.w_NxK[test], level)
+    inside = (y_N[test] >= lo[:, 0]) & (y_N[test] <= hi[:, 0])
+    return float(inside.mean()), float(np.mean(hi - lo))
+
+
+def main_coverage(args, mixtures, y_NxT, names) -> int:
+    rows = []
+    for kind in args.models:
+        for n in args.sizes:
+            reps = args.subsets if n < 256 else min(args.subsets, args.large_subsets)
+            res = np.array([coverage(kind, mixtures, y_NxT[:, 0], n, s, args.coverage) for s in range(reps)])
+            rows.append({"model": kind, "runs": n, "subsets": reps, "level": args.coverage,
+                         "coverage_mean": res[:, 0].mean(), "coverage_sd": res[:, 0].std(ddof=1) if reps > 1 else 0.0,
+                         "width_mean": res[:, 1].mean()})
+            r = rows[-1]
+            print(f"{kind:>16} n={n:>3} x{reps:<2} coverage {r['coverage_mean']:.3f} +- {r['coverage_sd']:.3f} "
+                  f"(nominal {args.coverage}) width {r['width_mean']:.4f}", flush=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(out / "coverage.csv", index=False)
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", nargs="+", default=list(MODEL_KINDS), choices=MODEL_KINDS)
@@ -61,6 +102,7 @@ def main(argv=None) -> int:
     p.add_argument("--large-subsets", type=int, default=3,
                    help="subsets at n >= 256 (each 512 one is a 5-fold CV): keeps the default run short")
     p.add_argument("--all-targets", action="store_true", help="all 13 losses instead of Pile-CC")
+    p.add_argument("--coverage", type=float, metavar="LEVEL", help="measure interval coverage instead (first target)")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     if args.all_targets:
@@ -68,6 +110,8 @@ def main(argv=None) -> int:
     else:
         targets = [EMBEDDED_TARGET]
     mix, y_NxT, names = load_sweep(None, None, targets)
+    if args.coverage:
+        return main_coverage(args, mix, y_NxT, names)
     w = mix.w_NxK
     rows = []
     for t, name in enumerate(names):
