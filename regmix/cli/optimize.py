@@ -36,6 +36,11 @@ def register(sub) -> None:
     p.add_argument("--kl", type=float, default=0.0, dest="kl_strength",
                    help="penalty strength on KL(mixture || prior): keeps the answer near the runs")
     p.add_argument("--target-weights", type=float, nargs="+", help="one weight per target of the model")
+    p.add_argument("--constrain", action="append", default=[], metavar="TARGET<=BOUND",
+                   help="bound another target's prediction (repeatable; the model must be fitted on that target too): "
+                   "'TARGET<=natural+0.02' (at most 0.02 above its prediction at the prior, the natural mixture), "
+                   "'TARGET<=natural*1.01' or 'TARGET<=4.1'; the objective is set by --target-weights, "
+                   "and the answer says which constraints bind")
     p.add_argument("--seed", type=int, default=OptimizeConfig.seed, help="seed of the candidates")
     p.add_argument("--interval", type=float, default=OptimizeConfig.interval, metavar="LEVEL",
                    help="coverage of the conformal interval reported for each target at the answer")
@@ -66,7 +71,7 @@ def run(args) -> int:
     space = load_space(args.space, list(model.domains), model.prior_K, **caps) if given else None
     config = OptimizeConfig(
         samples=args.samples, top_k=args.top_k, method=args.method, sampler=args.sampler,
-        kl_strength=args.kl_strength, seed=args.seed, interval=args.interval,
+        kl_strength=args.kl_strength, seed=args.seed, interval=args.interval, constraints=tuple(args.constrain),
         target_weights=tuple(args.target_weights) if args.target_weights else None,
     )
     result = optimize(model, space, config, progress=not args.no_progress)
@@ -90,5 +95,9 @@ def run(args) -> int:
         if span:
             line += f"; {span['level']:.0%} interval [{span[t]['lower']:.4f}, {span[t]['upper']:.4f}]"
         print(line)
+    for c in data["constraints"]:
+        state = "binds" if c["binds"] else "does not bind"
+        print(f"constraint {c['constraint']}: bound {c['bound']:.4f}, predicted {c['predicted']:.4f} "
+              f"(slack {c['slack']:.4f}; unconstrained {c['unconstrained']:.4f}): {state}")
     print(f"{result.candidates:,} candidates scored in {result.seconds:.1f}s; mixture written to {out}")
     return 0
