@@ -2,7 +2,8 @@
 
 Start from 32 random runs; each round fit the GP and add a batch of 16 runs from the remaining
 pool, chosen either by `regmix suggest`'s rule (expected improvement, kriging-believer batch;
-regress/acquire.py) restricted to the pool, or at random. After each round: Spearman of the GP on
+regress/acquire.py) restricted to the pool, the same with half of each batch by largest posterior
+variance (`--explore 0.5`), or at random. After each round: Spearman of the GP on
 the runs still in the pool, the regret of its pick among them (true loss of the pool run it ranks
 best minus the pool's best), and the found regret (best loss among the runs trained so far minus
 the best of all 512).
@@ -42,8 +43,9 @@ def run_arm(w, y, arm: str, seed: int, start: int, batch: int, rounds: int) -> l
                      "found_regret": float(y[chosen].min() - y.min())})
         if r == rounds:
             break
-        if arm == "suggest":
-            add = pool[choose([model], None, np.ones(1), w[pool], batch, float(y[chosen].min()))]
+        if arm != "random":
+            explore = 0.5 if arm == "suggest-explore" else 0.0
+            add = pool[choose([model], None, np.ones(1), w[pool], batch, float(y[chosen].min()), explore, seed + r)]
         else:
             add = rng.choice(pool, batch, replace=False)
         chosen += [int(i) for i in add]
@@ -61,7 +63,7 @@ def main(argv=None) -> int:
     mix, y, _ = load_sweep(None, None, [EMBEDDED_TARGET])
     rows = []
     for seed in range(args.seeds):
-        for arm in ("suggest", "random"):
+        for arm in ("suggest", "suggest-explore", "random"):
             rows += run_arm(mix.w_NxK, y[:, 0], arm, seed, args.start, args.batch, args.rounds)
             print(pd.DataFrame(rows[-args.rounds - 1:]).to_string(index=False), flush=True)
     frame = pd.DataFrame(rows)

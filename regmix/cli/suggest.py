@@ -29,6 +29,9 @@ def register(sub) -> None:
     p.add_argument("--samples", type=int, default=100_000, help="candidate mixtures drawn (as optimize draws them)")
     p.add_argument("--sampler", choices=METHODS, default="regmix", help="how candidates are drawn")
     p.add_argument("--target-weights", type=float, nargs="+", help="one weight per target of the model")
+    p.add_argument("--explore", type=float, default=0.0,
+                   help="share of the batch placed where the GP is least sure (largest posterior variance) instead "
+                   "of by expected improvement: better rankings everywhere, slower to the optimum")
     p.add_argument("--prefix", default="next", help="run id prefix of the proposed mixtures")
     p.add_argument("--seed", type=int, default=0, help="seed of the candidates")
     p.add_argument("--out", required=True, help="mixtures table (CSV/parquet): `run`, then one weight column per domain")
@@ -51,7 +54,7 @@ def run(args) -> int:
     cand = sample_mixtures(space, args.samples, rng, args.sampler, threads=usable_cores(), allow_fewer=True,
                            progress=not args.no_progress)
     best = measured_best(args.model, model, weights_T)
-    picked = choose(model.full, model.folds, weights_T, cand, args.n, best)
+    picked = choose(model.full, model.folds, weights_T, cand, args.n, best, args.explore, args.seed)
     w = tidy_weights(cand[picked])
     frame = pd.DataFrame(w, columns=list(model.columns))
     width = len(str(len(frame) - 1))

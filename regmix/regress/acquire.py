@@ -6,6 +6,11 @@ process) the rule is the kriging believer: after each pick the model "believes" 
 mixture's loss equals its mean, which leaves the mean unchanged and shrinks the covariance by a
 rank-one update, so near neighbours of a pick lose their EI. Without one (other regressors: sd is
 the spread of the fold models) picks must keep a minimum Hellinger distance from each other.
+
+EI alone puts the runs near the predicted optimum: it finds the best mixture in fewer runs, but
+the ranking elsewhere learns less than from random runs (benchmarks/active_design.py). `explore`
+gives that share of the batch to the largest posterior variance instead (same believer updates,
+among the EI pool and as many random candidates), which spreads runs where the model knows least.
 """
 
 from __future__ import annotations
@@ -26,15 +31,16 @@ def expected_improvement(mean_M: np.ndarray, sd_M: np.ndarray, best: float) -> n
     return (best - mean_M) * norm.cdf(z) + sd_M * norm.pdf(z)
 
 
-def believer_batch(mean_M: np.ndarray, cov_MxM: np.ndarray, n: int, best: float) -> list[int]:
-    """Kriging believer: greedy EI picks with a rank-one covariance update after each."""
+def believer_batch(mean_M: np.ndarray, cov_MxM: np.ndarray, n: int, best: float, n_explore: int = 0) -> list[int]:
+    """Kriging believer: greedy EI picks (then n_explore largest-variance picks) with a rank-one
+    covariance update after each."""
     cov = np.array(cov_MxM, np.float64)
     picked: list[int] = []
-    for _ in range(min(n, len(mean_M))):
-        sd = np.sqrt(np.clip(np.diag(cov), 0.0, None))
-        ei = expected_improvement(mean_M, sd, best)
-        ei[picked] = -np.inf
-        j = int(np.argmax(ei))
+    for step in range(min(n, len(mean_M))):
+        var = np.clip(np.diag(cov), 0.0, None)
+        gain = var.copy() if step >= n - n_explore else expected_improvement(mean_M, np.sqrt(var), best)
+        gain[picked] = -np.inf
+        j = int(np.argmax(gain))
         picked.append(j)
         if cov[j, j] > 1e-18:
             cov -= np.outer(cov[:, j], cov[:, j]) / cov[j, j]
@@ -57,13 +63,15 @@ def spaced_batch(mean_M: np.ndarray, sd_M: np.ndarray, x_MxD: np.ndarray, n: int
 
 
 def choose(models_T: list, folds_TxF: list[list] | None, weights_T: np.ndarray, cand_MxK: np.ndarray, n: int,
-           best: float | None = None) -> np.ndarray:
+           best: float | None = None, explore: float = 0.0, seed: int = 0) -> np.ndarray:
     """Indices of n candidates to train next, for the weighted sum of the targets (lower is better).
 
     `models_T`: the full model per target; `folds_TxF`: the fold models (the sd of models without
     a posterior). `best`: the best measured objective (default: the lowest predicted)."""
     if n < 1:
         raise RegmixError(f"--n must be >= 1, got {n}")
+    if not 0 <= explore <= 1:
+        raise RegmixError(f"--explore must be a share between 0 and 1, got {explore}")
     weights_T = np.asarray(weights_T, np.float64)
     mean = sum(wt * m.predict(cand_MxK) for wt, m in zip(weights_T, models_T))
     short = np.argsort(mean)[: min(len(mean), max(SHORTLIST, 4 * n))]
@@ -80,9 +88,14 @@ def choose(models_T: list, folds_TxF: list[list] | None, weights_T: np.ndarray, 
     incumbent = float(mean.min()) if best is None else float(best)
     ei = expected_improvement(mean[short], np.sqrt(sd2), incumbent)
     pool = short[np.argsort(-ei)[: max(POOL, 2 * n)]]
+    n_explore = int(round(explore * n))
     if joint:
+        if n_explore:
+            rest = np.setdiff1d(np.arange(len(cand_MxK)), pool)
+            extra = np.random.default_rng(seed).choice(rest, min(len(rest), len(pool)), replace=False)
+            pool = np.concatenate([pool, extra])
         cov = sum(wt**2 * m.posterior_cov(cand_MxK[pool]) for wt, m in zip(weights_T, models_T))
-        picked = believer_batch(mean[pool], cov, n, incumbent)
+        picked = believer_batch(mean[pool], cov, n, incumbent, n_explore)
     else:
         pos = {int(i): k for k, i in enumerate(short)}
         sd_pool = np.sqrt(sd2[[pos[int(i)] for i in pool]])

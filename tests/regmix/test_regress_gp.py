@@ -108,3 +108,16 @@ def test_corrupt_model_json_is_refused(data, tmp_path, kind, edit, fragment):
     with pytest.raises(RegmixError, match="model.json") as err:
         FittedModel.load(tmp_path / "m")
     assert fragment in str(err.value)
+
+
+@pytest.mark.parametrize("value,fragment", [({"y": [0.1, float("nan")]}, "calibration"), ({"other": [0.1]}, "calibration"),
+                                            ({"y": [-1.0]}, "calibration"), ({"y": []}, "calibration")])
+def test_corrupt_calibration_is_refused(data, tmp_path, value, fragment):
+    w, y = data
+    _fitted("loglinear", w[:40], y[:40]).save(tmp_path / "m")
+    path = tmp_path / "m" / "model.json"
+    meta = json.loads(path.read_text())
+    meta["calibration"] = value
+    path.write_text(json.dumps(meta))
+    with pytest.raises(RegmixError, match=fragment):
+        FittedModel.load(tmp_path / "m")
