@@ -19,6 +19,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from regmix.errors import RegmixError
+from regmix.regress.checks import _finite_list
 from regmix.regress.interval import conformal_quantile, nonconformity, predict_scale
 from regmix.regress.metrics import score
 from regmix.regress.models import load_model, make_model
@@ -147,8 +148,6 @@ class FittedModel:
 
 
 def _calibration(where: Path, value, targets: list[str]) -> dict[str, list[float]]:
-    from regmix.regress.models import _finite_list
-
     if not isinstance(value, dict) or not set(value) <= set(targets):
         raise RegmixError(f"{where}: field 'calibration' must map target names to lists of residual scores")
     out = {}

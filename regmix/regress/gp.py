@@ -24,6 +24,7 @@ from scipy.optimize import minimize
 from threadpoolctl import threadpool_limits
 
 from regmix.errors import RegmixError
+from regmix.regress.checks import _finite, _finite_list
 
 CHUNK = 16_384
 SCREEN_RUNS = 96  # inducing runs of the screening approximation
@@ -178,8 +179,6 @@ class GPModel:
 
     @classmethod
     def load(cls, directory: Path, meta: dict, n_features: int | None = None) -> "GPModel":
-        from regmix.regress.models import _finite, _finite_list
-
         where = directory / "model.json"
         if meta.get("transform") != cls.how:
             raise RegmixError(f"{where}: field 'transform' of a {cls.kind} model must be '{cls.how}'")

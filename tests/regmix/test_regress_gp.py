@@ -11,7 +11,7 @@ from regmix.regress.fit import FittedModel
 from regmix.regress.gp import GPModel, _nlml
 from regmix.regress.models import make_model
 
-NEW_KINDS = ("gp", "loglinear", "loglinear-pairs")
+NEW_KINDS = ("gp", "loglinear")
 
 
 def surface(w):
@@ -90,7 +90,6 @@ CORRUPT = [
     ("gp", lambda m: m.__setitem__("y_std", -1.0), "y_std"),
     ("gp", lambda m: m.__setitem__("w", [[-0.5] + r[1:] for r in m["w"]]), "non-negative"),
     ("loglinear", lambda m: m.__setitem__("t", m["t"][:3]), "'t'"),
-    ("loglinear-pairs", lambda m: m.__setitem__("t", m["t"][:5]), "'t'"),
     ("loglinear", lambda m: m.__setitem__("b", "1"), "'b'"),
     ("loglinear", lambda m: m.__setitem__("t", [1e9] * len(m["t"])), "'t'"),
 ]
