@@ -8,10 +8,17 @@ mean of the round's k best when it scores better. The objective is the weighted 
 predicted targets, plus an optional `kl_strength * KL(w || prior)` that keeps the answer near the
 runs' centre, where the regressor was trained. The answer always satisfies the space's bounds and
 repetition caps (checked, projected if rounding pushed it out).
+
+Constraints bound other targets' predictions: `TARGET<=natural+0.02` (at most 0.02 above its
+prediction at the space's prior, the natural mixture), `TARGET<=natural*1.01`, or `TARGET<=4.1`.
+Candidates that break one are ranked after every candidate that keeps them all; if the mean of the
+k best breaks one, k is halved until it does not (k = 1 is a kept candidate). A constraint binds
+when the unconstrained answer (same candidates) would break it.
 """
 
 from __future__ import annotations
 
+import re
 import time
 import warnings
 from dataclasses import dataclass
@@ -43,6 +50,8 @@ class OptimizeConfig:
     kl_strength: float = 0.0
     target_weights: tuple[float, ...] | None = None
     seed: int = 0
+    interval: float = 0.8  # coverage of the reported conformal interval of each target at the answer
+    constraints: tuple[str, ...] = ()  # 'TARGET<=natural+0.02', 'TARGET<=natural*1.01' or 'TARGET<=4.1'
 
 
 @dataclass
@@ -63,6 +72,10 @@ class OptimizeResult:
     prior_K: np.ndarray
     kl_to_prior: float
     columns: tuple[str, ...] = ()  # the sweep table's column per domain, for exports keyed by file names
+    interval_level: float | None = None
+    lower_T: np.ndarray | None = None  # conformal interval of each target at the answer (None: not calibrated)
+    upper_T: np.ndarray | None = None
+    constraints: list[dict] | None = None  # per constraint: target, bound, predicted, slack, binds
 
     def to_json(self) -> dict:
         named = lambda v: {d: float(x) for d, x in zip(self.domains, tidy_weights(v))}
@@ -79,9 +92,14 @@ class OptimizeResult:
                 for t, m, s in zip(self.targets, self.fold_mean_T, self.fold_std_T)
             },
             "objective": self.objective,
+            "interval": None if self.lower_T is None else {
+                "level": self.interval_level,
+                **{t: {"lower": float(lo), "upper": float(hi)} for t, lo, hi in zip(self.targets, self.lower_T, self.upper_T)},
+            },
             "kl_to_prior": self.kl_to_prior,
             "prior": named(self.prior_K),
             "alternatives": {"topk": named(self.topk_K)},
+            "constraints": self.constraints or [],
             "candidates_scored": self.candidates,
             "seconds": round(self.seconds, 3),
         }
@@ -97,17 +115,66 @@ def kl_N(w_NxK: np.ndarray, prior_K: np.ndarray) -> np.ndarray:
     return terms.sum(axis=1)
 
 
-class Objective:
-    """Weighted sum of predicted targets plus the KL penalty; lower is better."""
+INFEASIBLE = 1e6  # added to the objective of a candidate that breaks a constraint
 
-    def __init__(self, model: FittedModel, weights_T: np.ndarray, prior_K: np.ndarray, kl_strength: float):
+
+_CONSTRAINT = re.compile(r"^\s*(?P<target>[^<>=]+?)\s*<=\s*(?:(?P<natural>natural)\s*(?:(?P<op>[+*])\s*(?P<x>[^\s]+))?|(?P<value>[^\s]+))\s*$")
+
+
+def parse_constraints(texts, model: FittedModel, prior_K: np.ndarray) -> list[tuple[int, float, str]]:
+    """(target index, upper bound, text) per constraint; the bound of `natural` is the full model's
+    prediction at the prior."""
+    from regmix.tables import resolve_target
+
+    out = []
+    natural_T = model.predict(np.asarray(prior_K)[None, :])[0] if texts else None
+    for text in texts:
+        m = _CONSTRAINT.match(text)
+        if not m:
+            raise RegmixError(f"--constrain {text[:80]!r}: expected TARGET<=natural+X, TARGET<=natural*X or TARGET<=NUMBER")
+        name = resolve_target(m["target"], model.targets, "--constrain")
+        t = model.targets.index(name)
+        try:
+            number = float(m["value"] if m["value"] is not None else (m["x"] if m["x"] is not None else 0.0))
+        except ValueError:
+            raise RegmixError(f"--constrain {text[:80]!r}: {m['value'] or m['x']!r} is not a number") from None
+        if not np.isfinite(number):
+            raise RegmixError(f"--constrain {text[:80]!r}: the bound must be finite")
+        if m["natural"] is None:
+            bound = number
+        else:
+            bound = natural_T[t] * number if m["op"] == "*" else natural_T[t] + number
+        out.append((t, float(bound), text.strip()))
+    return out
+
+
+class Objective:
+    """Weighted sum of predicted targets plus the KL penalty (plus INFEASIBLE + the violation where
+    a candidate breaks a constraint); lower is better."""
+
+    def __init__(self, model: FittedModel, weights_T: np.ndarray, prior_K: np.ndarray, kl_strength: float,
+                 constraints: list[tuple[int, float, str]] = ()):
         self.model, self.weights_T, self.prior_K, self.kl_strength = model, weights_T, prior_K, kl_strength
+        self.constraints = list(constraints)
 
     def __call__(self, w_NxK: np.ndarray, screen: bool = False) -> np.ndarray:
-        value = self.model.predict(w_NxK, screen=screen) @ self.weights_T
+        return self.both(w_NxK, screen)[0]
+
+    def both(self, w_NxK: np.ndarray, screen: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """The objective with and without the constraints' penalty."""
+        pred = self.model.predict(w_NxK, screen=screen)
+        value = pred @ self.weights_T
         if self.kl_strength:
             value = value + self.kl_strength * kl_N(w_NxK, self.prior_K)
-        return value
+        if not self.constraints:
+            return value, value
+        excess = np.zeros(len(value))
+        for t, bound, _ in self.constraints:
+            excess += np.maximum(pred[:, t] - bound, 0.0)
+        return np.where(excess > 0, value + INFEASIBLE + excess, value), value
+
+    def free(self) -> "Objective":
+        return Objective(self.model, self.weights_T, self.prior_K, self.kl_strength)
 
 
 def optimize(
@@ -123,25 +190,24 @@ def optimize(
     weights_T = _target_weights(model, config.target_weights)
     if config.top_k < 1:
         raise RegmixError(f"--top-k must be >= 1, got {config.top_k}")
-    objective = Objective(model, weights_T, space.prior_K, config.kl_strength)
+    constraints = parse_constraints(config.constraints, model, space.prior_K)
+    objective = Objective(model, weights_T, space.prior_K, config.kl_strength, constraints)
     rng = np.random.default_rng(config.seed)
 
     candidates = sample_mixtures(space, config.samples, rng, config.sampler, threads=usable_cores(), allow_fewer=True,
                                  progress=progress)
     scores = np.empty(len(candidates))
+    free_scores = np.empty(len(candidates)) if constraints else scores  # without the constraints
     bar = Progress("score candidates", len(candidates), "mixtures", enabled=progress)
     for lo in range(0, len(candidates), CHUNK):
-        scores[lo : lo + CHUNK] = objective(candidates[lo : lo + CHUNK], screen=True)
+        scores[lo : lo + CHUNK], free_scores[lo : lo + CHUNK] = objective.both(candidates[lo : lo + CHUNK], screen=True)
         bar.update(min(lo + CHUNK, len(candidates)))
     bar.close()
     k = min(config.top_k, len(candidates))
     # Two stages: every candidate gets the screening score; the best SCREEN_KEEP of them (at least
     # 50 k) are rescored by the full model, whose k best are averaged.
     keep = min(len(candidates), max(50 * k, int(SCREEN_KEEP * len(candidates))))
-    short = np.argpartition(scores, keep - 1)[:keep]
-    full = objective(candidates[short])
-    best = short[np.argpartition(full, k - 1)[:k]]
-    topk = _feasible(space, candidates[best].mean(axis=0))
+    topk = _top_k_mean(space, objective, candidates, scores, keep, k)
     scored = len(candidates)
 
     refined = None
@@ -153,6 +219,12 @@ def optimize(
 
     folds_FxT = model.predict_folds(answer[None, :])[:, 0, :]
     predicted = model.predict(answer[None, :])[0]
+    report = None
+    if constraints:
+        report = _constraint_report(model, objective, space, candidates, free_scores, keep, k, predicted, constraints)
+    lower = upper = None
+    if all(t in model.calibration for t in model.targets):
+        _, lower, upper = (v[0] for v in model.interval(answer[None, :], config.interval))
     return OptimizeResult(
         domains=model.domains,
         weights_K=answer,
@@ -170,7 +242,39 @@ def optimize(
         prior_K=space.prior_K,
         kl_to_prior=float(kl_N(answer[None, :], space.prior_K)[0]),
         columns=tuple(model.columns),
+        interval_level=config.interval,
+        lower_T=lower,
+        upper_T=upper,
+        constraints=report,
     )
+
+
+def _top_k_mean(space, objective, candidates, scores, keep: int, k: int) -> np.ndarray:
+    """Mean of the k best of the `keep` best-screened candidates, rescored by the full model. With
+    constraints only kept candidates count, and k halves until the mean keeps them too."""
+    short = np.argpartition(scores, keep - 1)[:keep]
+    full = objective(candidates[short])
+    order = short[np.argsort(full)]
+    if objective.constraints:
+        ok = np.sort(full) < INFEASIBLE
+        if not ok.any():
+            raise RegmixError("no candidate mixture satisfies the constraints: loosen them (--constrain)")
+        order = order[ok]
+        k = min(k, len(order))
+    while True:
+        answer = _feasible(space, candidates[order[:k]].mean(axis=0))
+        if k == 1 or not objective.constraints or objective(answer[None, :])[0] < INFEASIBLE:
+            return answer
+        k = max(1, k // 2)
+
+
+def _constraint_report(model, objective, space, candidates, free_scores, keep, k, predicted_T, constraints) -> list[dict]:
+    """Bound, prediction and slack at the answer; `binds`: the unconstrained answer breaks it."""
+    free = objective.free()
+    unconstrained = model.predict(_top_k_mean(space, free, candidates, free_scores, keep, k)[None, :])[0]
+    return [{"constraint": text, "target": model.targets[t], "bound": bound, "predicted": float(predicted_T[t]),
+             "slack": float(bound - predicted_T[t]), "unconstrained": float(unconstrained[t]),
+             "binds": bool(unconstrained[t] > bound)} for t, bound, text in constraints]
 
 
 def _refine(space, objective, start_K, config: OptimizeConfig, rng, progress) -> tuple[np.ndarray, int]:

@@ -11,6 +11,7 @@ import pandas as pd
 
 from regmix.optimize import OptimizeConfig, optimize, warn_if_worse_than_runs
 from regmix.regress.fit import FittedModel
+from regmix.regress.interval import conformal_quantile
 from regmix.report_text import weights_table
 from regmix.sample import METHODS
 from regmix.space import load_space
@@ -35,7 +36,14 @@ def register(sub) -> None:
     p.add_argument("--kl", type=float, default=0.0, dest="kl_strength",
                    help="penalty strength on KL(mixture || prior): keeps the answer near the runs")
     p.add_argument("--target-weights", type=float, nargs="+", help="one weight per target of the model")
+    p.add_argument("--constrain", action="append", default=[], metavar="TARGET<=BOUND",
+                   help="bound another target's prediction (repeatable; the model must be fitted on that target too): "
+                   "'TARGET<=natural+0.02' (at most 0.02 above its prediction at the prior, the natural mixture), "
+                   "'TARGET<=natural*1.01' or 'TARGET<=4.1'; the objective is set by --target-weights, "
+                   "and the answer says which constraints bind")
     p.add_argument("--seed", type=int, default=OptimizeConfig.seed, help="seed of the candidates")
+    p.add_argument("--interval", type=float, default=OptimizeConfig.interval, metavar="LEVEL",
+                   help="coverage of the conformal interval reported for each target at the answer")
     p.add_argument("--out", required=True, help="mixture.json")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -48,6 +56,7 @@ def check_numbers(args) -> None:
     if args.target_weights and not all(math.isfinite(v) and v >= 0 for v in args.target_weights):
         raise RegmixError(f"--target-weights must be finite numbers >= 0, got {args.target_weights}"[:200])
     check_cap_numbers(args)
+    conformal_quantile([0.0], args.interval)
     for flag, value in (("--samples", args.samples), ("--top-k", args.top_k)):
         if value < 1:
             raise RegmixError(f"{flag} must be at least 1, got {value}")
@@ -62,7 +71,7 @@ def run(args) -> int:
     space = load_space(args.space, list(model.domains), model.prior_K, **caps) if given else None
     config = OptimizeConfig(
         samples=args.samples, top_k=args.top_k, method=args.method, sampler=args.sampler,
-        kl_strength=args.kl_strength, seed=args.seed,
+        kl_strength=args.kl_strength, seed=args.seed, interval=args.interval, constraints=tuple(args.constrain),
         target_weights=tuple(args.target_weights) if args.target_weights else None,
     )
     result = optimize(model, space, config, progress=not args.no_progress)
@@ -81,6 +90,14 @@ def run(args) -> int:
     print(weights_table(data["weights"], data["prior"]))
     for t in result.targets:
         u = data["uncertainty"][t]
-        print(f"predicted {t}: {data['predicted'][t]:.4f} (fold models {u['fold_mean']:.4f} +- {u['fold_std']:.4f})")
+        span = data["interval"]
+        line = f"predicted {t}: {data['predicted'][t]:.4f} (fold models {u['fold_mean']:.4f} +- {u['fold_std']:.4f})"
+        if span:
+            line += f"; {span['level']:.0%} interval [{span[t]['lower']:.4f}, {span[t]['upper']:.4f}]"
+        print(line)
+    for c in data["constraints"]:
+        state = "binds" if c["binds"] else "does not bind"
+        print(f"constraint {c['constraint']}: bound {c['bound']:.4f}, predicted {c['predicted']:.4f} "
+              f"(slack {c['slack']:.4f}; unconstrained {c['unconstrained']:.4f}): {state}")
     print(f"{result.candidates:,} candidates scored in {result.seconds:.1f}s; mixture written to {out}")
     return 0

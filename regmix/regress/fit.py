@@ -19,6 +19,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from regmix.errors import RegmixError
+from regmix.regress.checks import _finite_list
+from regmix.regress.interval import conformal_quantile, nonconformity, predict_scale
 from regmix.regress.metrics import score
 from regmix.regress.models import load_model, make_model
 from regmix.tables import MixtureTable, write_table
@@ -30,7 +32,9 @@ FORMAT = 1
 class FitConfig:
     """How a regressor is fitted (`regmix fit` and the pipeline's fit stage)."""
 
-    kind: str = "lightgbm"  # one of regmix.regress.kinds.MODEL_KINDS
+    # One of regmix.regress.kinds.MODEL_KINDS. The GP ranks best out of sample on the RegMix table
+    # at 64, 128 and 512 runs (benchmarks/learning_curve.py).
+    kind: str = "gp"
     folds: int = 5  # out-of-fold scores from k-fold cross-validation
     seed: int = 0
 
@@ -47,12 +51,27 @@ class FittedModel:
     cv: dict[str, dict[str, float]] = field(default_factory=dict)
     n_runs: int = 0
     seed: int = 0
+    calibration: dict[str, list[float]] = field(default_factory=dict)  # per target: out-of-fold scores
+
+    def interval(self, w_NxK: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Prediction `y_NxT` and a conformal interval (lower, upper) that should hold a new run's
+        target with probability `level` (see regress/interval.py)."""
+        missing = [t for t in self.targets if t not in self.calibration]
+        if missing:
+            raise RegmixError(f"the model has no out-of-fold residuals for {missing[0]} (fitted by an older "
+                              "regmix?): refit it with `regmix fit` to get intervals")
+        pred, lower, upper = [], [], []
+        for t, name in enumerate(self.targets):
+            mean, scale = predict_scale(self.full[t], w_NxK)
+            half = conformal_quantile(self.calibration[name], level) * scale
+            pred.append(mean), lower.append(mean - half), upper.append(mean + half)
+        return np.stack(pred, 1), np.stack(lower, 1), np.stack(upper, 1)
 
     def predict(self, w_NxK: np.ndarray, screen: bool = False) -> np.ndarray:
         """Predicted targets `y_NxT` of the full models (`screen`: a cheaper first-pass estimate
         where the model has one, e.g. one booster of a LightGBM bag)."""
         if screen:
-            return np.stack([m.predict(w_NxK, screen=True) if hasattr(m, "boosters") else m.predict(w_NxK) for m in self.full], axis=1)
+            return np.stack([m.predict(w_NxK, screen=True) if getattr(m, "screens", False) else m.predict(w_NxK) for m in self.full], axis=1)
         return np.stack([m.predict(w_NxK) for m in self.full], axis=1)
 
     def predict_folds(self, w_NxK: np.ndarray) -> np.ndarray:
@@ -78,6 +97,7 @@ class FittedModel:
             "cv": self.cv,
             "n_runs": self.n_runs,
             "seed": self.seed,
+            "calibration": self.calibration,
             "full": [m.save(tmp, f"t{t}.full") for t, m in enumerate(self.full)],
             "folds": [[m.save(tmp, f"t{t}.fold{f}") for f, m in enumerate(ms)] for t, ms in enumerate(self.folds)],
         }
@@ -117,6 +137,7 @@ class FittedModel:
                 cv=meta.get("cv", {}),
                 n_runs=meta.get("n_runs", 0),
                 seed=meta.get("seed", 0),
+                calibration=_calibration(path, meta.get("calibration", {}), meta["targets"]),
             )
         except (json.JSONDecodeError, KeyError, TypeError) as err:
             raise RegmixError(f"{path}: corrupt model file ({type(err).__name__}: {err})") from None
@@ -124,6 +145,18 @@ class FittedModel:
             if isinstance(err, RegmixError):
                 raise
             raise RegmixError(f"{directory}: cannot load model: {str(err).splitlines()[0]}") from None
+
+
+def _calibration(where: Path, value, targets: list[str]) -> dict[str, list[float]]:
+    if not isinstance(value, dict) or not set(value) <= set(targets):
+        raise RegmixError(f"{where}: field 'calibration' must map target names to lists of residual scores")
+    out = {}
+    for name, scores in value.items():
+        scores = _finite_list(where, "calibration", scores, None)
+        if not scores or min(scores) < 0:
+            raise RegmixError(f"{where}: field 'calibration' of {name!r} must be a non-empty list of numbers >= 0")
+        out[name] = scores
+    return out
 
 
 def fold_ids(n: int, folds: int, seed: int) -> np.ndarray:
@@ -153,7 +186,7 @@ def fit_sweep(
     mixtures: MixtureTable,
     y_NxT: np.ndarray,
     targets: list[str],
-    kind: str = "lightgbm",
+    kind: str = FitConfig.kind,
     folds: int = 5,
     seed: int = 0,
     progress: bool = True,
@@ -164,6 +197,7 @@ def fit_sweep(
     n = len(w)
     fold_N = fold_ids(n, folds, seed)
     oof = np.zeros_like(y_NxT)
+    scores = np.zeros_like(y_NxT)
     fold_models: list[list] = [[] for _ in targets]
     full = []
     steps = len(targets) * (folds + 1)
@@ -173,7 +207,8 @@ def fit_sweep(
             for f in range(folds):
                 train, test = fold_N != f, fold_N == f
                 model = make_model(kind).fit(w[train], y[train], seed + f)
-                oof[test, t] = model.predict(w[test])
+                oof[test, t], scale = predict_scale(model, w[test])
+                scores[test, t] = nonconformity(y[test], oof[test, t], scale)
                 fold_models[t].append(model)
                 bar.update()
             full.append(make_model(kind).fit(w, y, seed))
@@ -191,6 +226,7 @@ def fit_sweep(
         cv=cv,
         n_runs=n,
         seed=seed,
+        calibration={name: scores[:, t].tolist() for t, name in enumerate(targets)},
     )
     table = pd.DataFrame({mixtures.id_column: mixtures.ids, "fold": fold_N})
     for t, name in enumerate(targets):

@@ -7,11 +7,12 @@ Each model: `fit(w_NxK, y_N, seed)`, `predict(w_NxK)`, and a pickle-free `save(d
 - `linear`: ridge regression on the weights (penalty chosen by inner leave-fold-out error).
 - `mixing-law`: the exp-of-linear law of Data Mixing Laws, L(w) = c + k * exp(t . w).
 - `ensemble`: the mean of the three.
+- `gp`: a Gaussian process on sqrt(w) (regress/gp.py).
+- `loglinear`: L = c + exp(b + t . w) with a Huber loss (regress/loglinear.py).
 """
 
 from __future__ import annotations
 
-import math
 import warnings
 from pathlib import Path
 
@@ -21,8 +22,11 @@ from scipy.optimize import least_squares
 
 from regmix.errors import RegmixError
 
+from regmix.regress.checks import _finite, _finite_list  # noqa: F401 (also used by the fuzz suite)
 from regmix.regress.kinds import MODEL_KINDS
 from regmix.regress.compiled import compiled_predictor
+from regmix.regress.gp import GPModel
+from regmix.regress.loglinear import LogLinearModel
 from regmix.regress.treecheck import validate_tree_file
 
 
@@ -51,6 +55,7 @@ class LightGBMModel:
     """A small bag of boosters (seeds differ) averaged; rounds picked by inner CV on training rows."""
 
     kind = "lightgbm"
+    screens = True  # predict(screen=True) is a cheaper first-pass estimate
     max_rounds = 3000
     patience = 30
     bag = 3
@@ -235,7 +240,7 @@ class EnsembleModel:
         return cls([load_model(directory, m, n_features) for m in meta["members"]])
 
 
-_CLASSES = {c.kind: c for c in (LightGBMModel, LinearModel, MixingLawModel, EnsembleModel)}
+_CLASSES = {c.kind: c for c in (GPModel, LightGBMModel, LogLinearModel, LinearModel, MixingLawModel, EnsembleModel)}
 
 
 def make_model(kind: str):
@@ -244,18 +249,6 @@ def make_model(kind: str):
     return _CLASSES[kind]()
 
 
-def _finite(where: Path, field: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise RegmixError(f"{where}: field '{field}' must be a finite number, got {str(value)[:40]!r}")
-    return float(value)
-
-
-def _finite_list(where: Path, field: str, values, n: int | None) -> list[float]:
-    if not isinstance(values, list):
-        raise RegmixError(f"{where}: field '{field}' must be a list of numbers")
-    if n is not None and len(values) != n:
-        raise RegmixError(f"{where}: field '{field}' has {len(values)} numbers, the model has {n} domains")
-    return [_finite(where, field, v) for v in values]
 
 
 def contained_file(directory: Path, name) -> Path:

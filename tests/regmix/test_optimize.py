@@ -72,3 +72,44 @@ def test_a_mixture_predicted_worse_than_a_measured_run_is_flagged(model):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         warn_if_worse_than_runs(result, ["r0"], result.predicted_T[None, :] + 1.0)
+
+
+
+@pytest.fixture(scope="module")
+def two_way():
+    """Two targets that pull apart: `a` wants domain 0, `b` wants domain 4."""
+    from regmix.tables import MixtureTable
+
+    rng = np.random.default_rng(0)
+    w = rng.dirichlet(np.ones(5), 160)
+    t = np.linspace(-1.0, 1.0, 5)
+    y = np.stack([3 + np.exp(w @ t), 3 + np.exp(-w @ t)], axis=1)
+    names = tuple(f"d{j}" for j in range(5))
+    table = MixtureTable("mem", "run", np.array([str(i) for i in range(len(w))]), names, names, w)
+    fitted, _ = fit_sweep(table, y, ["loss_a", "loss_b"], kind="mixing-law", folds=3, seed=0, progress=False)
+    return fitted
+
+
+def test_a_binding_constraint_is_honoured(two_way):
+    """Minimise loss_a while loss_b may not exceed a bound the free optimum breaks."""
+    model = two_way
+    cfg = dict(samples=20_000, top_k=20, seed=0, target_weights=(1.0, 0.0))
+    free = optimize(model, config=OptimizeConfig(**cfg), progress=False)
+    natural = model.predict(model.prior_K[None, :])[0]
+    assert free.predicted_T[1] > natural[1] + 0.1  # the free optimum makes loss_b worse
+    tied = optimize(model, config=OptimizeConfig(**cfg, constraints=("loss_b<=natural+0.05",)), progress=False)
+    (report,) = tied.to_json()["constraints"]
+    assert report["binds"] and report["bound"] == pytest.approx(natural[1] + 0.05)
+    assert tied.predicted_T[1] <= natural[1] + 0.05 + 1e-9 and report["slack"] >= -1e-9
+    assert tied.predicted_T[0] > free.predicted_T[0]  # the bound costs objective
+    loose = optimize(model, config=OptimizeConfig(**cfg, constraints=("loss_b<=natural*2",)), progress=False)
+    assert not loose.to_json()["constraints"][0]["binds"]
+    assert np.allclose(loose.weights_K, free.weights_K)
+
+
+@pytest.mark.parametrize("text", ["loss_b>=1", "loss_b<=natural+x", "nope<=1", "loss_b<=inf", "loss_b<=1"])
+def test_bad_constraints_are_one_error(two_way, text):
+    from regmix.errors import RegmixError
+
+    with pytest.raises(RegmixError):  # loss_b<=1: nothing predicts that low
+        optimize(two_way, config=OptimizeConfig(samples=1000, constraints=(text,)), progress=False)

@@ -1,0 +1,165 @@
+"""Learning curve of the regressors on the embedded RegMix table (512 1M-proxy runs, the Pile).
+
+For each model and number of runs n: fit on n random runs, score on the runs left out: Spearman
+of predicted vs true loss, and the top-1 regret (true loss of the left-out run the model ranks
+best, minus the best left-out run). Mean and sd over seeded random subsets. n = 512 leaves no run
+out, so there each seed is a 5-fold cross-validation over all 512 runs (a fresh fold split per
+seed) scored on its out-of-fold predictions.
+
+    nice python benchmarks/learning_curve.py --out bench-out/lc            # Pile-CC, all models
+    nice python benchmarks/learning_curve.py --all-targets --models gp lightgbm --out bench-out/lc13
+
+Writes learning_curve.csv and learning_curve.md under --out.
+
+    nice python benchmarks/learning_curve.py --coverage 0.8 --models gp lightgbm --out bench-out/cov
+
+measures instead the out-of-fold coverage of `regmix fit`'s conformal intervals: fit (5-fold) on n
+random runs, and count the left-out runs inside the interval (at 512: an outer 5-fold split).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # one BLAS thread: the machine is shared
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from regmix.regress.kinds import MODEL_KINDS  # noqa: E402
+from regmix.regress.models import make_model  # noqa: E402
+from regmix.tables import EMBEDDED_TARGET, embedded_tables, load_metrics, load_sweep  # noqa: E402
+
+SIZES = (16, 32, 64, 128, 256, 512)
+
+
+def scores(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[float, float]:
+    rho = float(stats.spearmanr(y_true, y_pred).statistic) if np.ptp(y_pred) > 0 else float("nan")
+    return rho, float(y_true[int(np.argmin(y_pred))] - y_true.min())
+
+
+def one(kind: str, w: np.ndarray, y: np.ndarray, n: int, seed: int) -> tuple[float, float]:
+    rng = np.random.default_rng(1000 + seed)
+    if n < len(y):
+        idx = rng.permutation(len(y))
+        train, test = idx[:n], idx[n:]
+        model = make_model(kind).fit(w[train], y[train], seed)
+        return scores(y[test], model.predict(w[test]))
+    fold = rng.permutation(len(y)) % 5
+    oof = np.empty_like(y)
+    for f in range(5):
+        model = make_model(kind).fit(w[fold != f], y[fold != f], seed + f)
+        oof[fold == f] = model.predict(w[fold == f])
+    return scores(y, oof)
+
+
+def coverage(kind: str, mixtures, y_N: np.ndarray, n: int, seed: int, level: float) -> tuple[float, float]:
+    """Share of left-out runs inside the interval, and the interval's mean width."""
+    from regmix.regress.fit import fit_sweep
+
+    rng = np.random.default_rng(2000 + seed)
+    idx = rng.permutation(len(y_N))
+    if n >= len(y_N):
+        n = len(y_N) - len(y_N) // 5
+    train, test = idx[:n], idx[n:]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model, _ = fit_sweep(mixtures.subset(train), y_N[train, None], ["y"], kind=kind, folds=5, seed=seed, progress=False)
+    _, lo, hi = model.interval(mixtures.w_NxK[test], level)
+    inside = (y_N[test] >= lo[:, 0]) & (y_N[test] <= hi[:, 0])
+    return float(inside.mean()), float(np.mean(hi - lo))
+
+
+def main_coverage(args, mixtures, y_NxT, names) -> int:
+    rows = []
+    for kind in args.models:
+        for n in args.sizes:
+            reps = args.subsets if n < 256 else min(args.subsets, args.large_subsets)
+            res = np.array([coverage(kind, mixtures, y_NxT[:, 0], n, s, args.coverage) for s in range(reps)])
+            rows.append({"model": kind, "runs": n, "subsets": reps, "level": args.coverage,
+                         "coverage_mean": res[:, 0].mean(), "coverage_sd": res[:, 0].std(ddof=1) if reps > 1 else 0.0,
+                         "width_mean": res[:, 1].mean()})
+            r = rows[-1]
+            print(f"{kind:>16} n={n:>3} x{reps:<2} coverage {r['coverage_mean']:.3f} +- {r['coverage_sd']:.3f} "
+                  f"(nominal {args.coverage}) width {r['width_mean']:.4f}", flush=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(out / "coverage.csv", index=False)
+    return 0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", nargs="+", default=list(MODEL_KINDS), choices=MODEL_KINDS)
+    p.add_argument("--sizes", nargs="+", type=int, default=list(SIZES))
+    p.add_argument("--subsets", type=int, default=10, help="random subsets per size")
+    p.add_argument("--large-subsets", type=int, default=3,
+                   help="subsets at n >= 256 (each 512 one is a 5-fold CV): keeps the default run short")
+    p.add_argument("--all-targets", action="store_true", help="all 13 losses instead of Pile-CC")
+    p.add_argument("--coverage", type=float, metavar="LEVEL", help="measure interval coverage instead (first target)")
+    p.add_argument("--out", required=True)
+    args = p.parse_args(argv)
+    if args.all_targets:
+        targets = [c for c in load_metrics(embedded_tables()[1]).columns]
+    else:
+        targets = [EMBEDDED_TARGET]
+    mix, y_NxT, names = load_sweep(None, None, targets)
+    if args.coverage:
+        return main_coverage(args, mix, y_NxT, names)
+    w = mix.w_NxK
+    rows = []
+    for t, name in enumerate(names):
+        for kind in args.models:
+            for n in args.sizes:
+                reps = args.subsets if n < 256 else min(args.subsets, args.large_subsets)
+                start = time.perf_counter()
+                res = np.array([one(kind, w, y_NxT[:, t], n, s) for s in range(reps)])
+                rows.append({
+                    "target": name.removeprefix("metric/the_pile_").removesuffix("_val_loss"), "model": kind, "runs": n,
+                    "subsets": reps, "spearman_mean": np.nanmean(res[:, 0]), "spearman_sd": np.nanstd(res[:, 0], ddof=1) if reps > 1 else 0.0,
+                    "regret_mean": res[:, 1].mean(), "regret_sd": res[:, 1].std(ddof=1) if reps > 1 else 0.0,
+                    "seconds_per_fit": (time.perf_counter() - start) / (reps * (5 if n >= len(w) else 1)),
+                })
+                r = rows[-1]
+                print(f"{r['target']:>18} {kind:>16} n={n:>3} x{reps:<2} spearman {r['spearman_mean']:.3f} +- "
+                      f"{r['spearman_sd']:.3f}  regret {r['regret_mean']:.4f}  {r['seconds_per_fit']:.1f}s/fit", flush=True)
+    frame = pd.DataFrame(rows)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(out / "learning_curve.csv", index=False)
+    (out / "learning_curve.md").write_text(markdown(frame))
+    print(markdown(frame))
+    return 0
+
+
+def markdown(frame: pd.DataFrame) -> str:
+    """One table per target: model x runs, cells 'spearman +- sd / regret'; then a note on subsets."""
+    parts = []
+    for target, block in frame.groupby("target", sort=False):
+        sizes = sorted(block["runs"].unique())
+        lines = [f"### {target}: Spearman mean +- sd (top-1 regret) on left-out runs", "",
+                 "| model | " + " | ".join(str(s) for s in sizes) + " |", "|---" * (len(sizes) + 1) + "|"]
+        for kind, rows in block.groupby("model", sort=False):
+            cells = {r.runs: f"{r.spearman_mean:.3f} +- {r.spearman_sd:.3f} ({r.regret_mean:.3f})" for r in rows.itertuples()}
+            lines.append(f"| {kind} | " + " | ".join(cells.get(s, "") for s in sizes) + " |")
+        reps = block.groupby("runs")["subsets"].first().to_dict()
+        lines += ["", "subsets per size: " + ", ".join(f"{k}: {v}" for k, v in reps.items())
+                  + " (at 512 each subset is a 5-fold CV over all runs)", ""]
+        parts.append("\n".join(lines))
+    if frame["target"].nunique() > 1:
+        mean = frame.groupby(["model", "runs"], sort=False)["spearman_mean"].mean().unstack()
+        lines = ["### mean Spearman over targets", "", "| model | " + " | ".join(map(str, mean.columns)) + " |",
+                 "|---" * (len(mean.columns) + 1) + "|"]
+        lines += [f"| {kind} | " + " | ".join(f"{v:.3f}" for v in row) + " |" for kind, row in mean.iterrows()]
+        parts.append("\n".join(lines) + "\n")
+    return "\n".join(parts)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
