@@ -107,24 +107,71 @@ def model_weights(model: FittedModel, sweep: Sweep) -> np.ndarray:
 
 
 # -- fit quality -----------------------------------------------------------------------------------
-def oof_table(model_dir: str | Path, model: FittedModel, sweep: Sweep) -> pd.DataFrame:
-    """The fit's out-of-fold predictions (cv_predictions.csv) joined with the sweep's weights:
-    run, <domain>..., then per target `<t>` (measured), `<t>:oof` and `<t>:residual` (prediction - truth)."""
-    path = Path(model_dir) / "cv_predictions.csv"
-    if not path.exists():
-        raise RegmixError(f"{path}: not found (a model folder written by `regmix fit` has it)")
-    cv = pd.read_csv(path, dtype={0: str})
+def subset(sweep: Sweep, n: int, seed: int = 0) -> Sweep:
+    """n runs of the sweep drawn at random (for quick looks and small test settings)."""
+    if n >= len(sweep.metrics):
+        return sweep
+    rows = np.sort(np.random.default_rng(seed).choice(len(sweep.metrics), n, replace=False))
+    metrics = sweep.metrics.iloc[rows].reset_index(drop=True)
+    metrics.attrs = dict(sweep.metrics.attrs)
+    return Sweep(sweep.mixtures.subset(rows), metrics, sweep.unit, sweep.source)
+
+
+def target_column(sweep: Sweep, name: str) -> str:
+    """A metric column by its name or an unambiguous part of it ('pile_cc')."""
+    from regmix.tables import resolve_target
+
+    return resolve_target(name, list(sweep.metrics.columns), sweep.source)
+
+
+def fit_models(sweep: Sweep, targets: list[str], kinds=("lightgbm", "linear"), folds: int = 5, seed: int = 0):
+    """One cross-validated fit per regressor kind: {kind: (model, out-of-fold table)} (see join_oof)."""
+    import warnings
+
+    from regmix.regress.fit import fit_sweep
+
+    cols = [target_column(sweep, t) for t in targets]
+    y = sweep.metrics[cols].to_numpy()
+    keep = ~np.isnan(y).any(axis=1)
+    mix = sweep.mixtures.subset(np.flatnonzero(keep))
+    out = {}
+    for kind in kinds:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the few-runs warning: the learning curve shows it
+            model, cv = fit_sweep(mix, y[keep], cols, kind, folds, seed, progress=False)
+        out[kind] = (model, join_oof(cv, model, sweep))
+    return out
+
+
+def cv_frame(fits: dict) -> pd.DataFrame:
+    """Out-of-fold scores of every fit: one row per (regressor, target)."""
+    rows = [{"regressor": kind, "target": t, **s} for kind, (m, _) in fits.items() for t, s in m.cv.items()]
+    return pd.DataFrame(rows)
+
+
+def join_oof(cv: pd.DataFrame, model: FittedModel, sweep: Sweep, where: str = "out-of-fold table") -> pd.DataFrame:
+    """Out-of-fold predictions joined with the sweep's weights: run, <domain>..., then per target
+    `<t>` (measured), `<t>:oof` and `<t>:residual` (prediction - truth)."""
     missing = [c for t in model.targets for c in (t, f"{t}:oof") if c not in cv.columns]
     if missing:
-        raise RegmixError(f"{path}: no column '{missing[0]}' for the model's targets")
+        raise RegmixError(f"{where}: no column '{missing[0]}' for the model's targets")
     w = pd.DataFrame(model_weights(model, sweep), columns=list(model.domains))
     w.insert(0, "run", sweep.mixtures.ids.astype(str))
-    table = w.merge(cv.rename(columns={cv.columns[0]: "run"}).drop(columns=["fold"], errors="ignore"), on="run")
+    cv = cv.rename(columns={cv.columns[0]: "run"}).drop(columns=["fold"], errors="ignore")
+    table = w.merge(cv.assign(run=cv["run"].astype(str)), on="run")
     if table.empty:
-        raise RegmixError(f"{path}: no run id in common with the sweep {sweep.source} (fitted on another sweep?)")
+        raise RegmixError(f"{where}: no run id in common with the sweep {sweep.source} (fitted on another sweep?)")
     for t in model.targets:
         table[f"{t}:residual"] = table[f"{t}:oof"] - table[t]
     return table
+
+
+def oof_table(model_dir: str | Path, model: FittedModel, sweep: Sweep) -> pd.DataFrame:
+    """join_oof of the fit's cv_predictions.csv (written by `regmix fit`)."""
+    path = Path(model_dir) / "cv_predictions.csv"
+    if not path.exists():
+        raise RegmixError(f"{path}: not found (a model folder written by `regmix fit` has it)")
+    return join_oof(pd.read_csv(path, dtype={0: str}), model, sweep, str(path))
 
 
 def learning_curve(
@@ -176,6 +223,14 @@ def shap_contributions(model: FittedModel, w_NxK: np.ndarray, target: int = 0) -
     raise RegmixError(f"SHAP contributions need a lightgbm or linear model, not {model.kind}")
 
 
+def _predict(m, w_NxK: np.ndarray) -> np.ndarray:
+    """One target's prediction; LightGBM through its own predict: compiling thousands of trees to
+    native code costs more than these few thousand rows do."""
+    if hasattr(m, "boosters"):
+        return np.mean([b.predict(w_NxK, num_threads=1) for b in m.boosters], axis=0)
+    return m.predict(w_NxK)
+
+
 def _set_share(w_NxK: np.ndarray, k: int, v: float) -> np.ndarray:
     """Each row with domain k at weight v, the others rescaled in proportion to sum 1 - v."""
     w = w_NxK.copy()
@@ -196,21 +251,21 @@ def pd_grid(w_NxK: np.ndarray, k: int, points: int = 12) -> np.ndarray:
     return np.linspace(lo, max(hi, lo + 1e-6), points)
 
 
-def partial_dependence(model: FittedModel, w_NxK: np.ndarray, domains=None, target: int = 0, points: int = 12,
-                       background: int = 200, seed: int = 0) -> pd.DataFrame:
+def partial_dependence(model: FittedModel, w_NxK: np.ndarray, domains=None, target: int = 0, points: int = 10,
+                       background: int = 100, seed: int = 0) -> pd.DataFrame:
     """Mean predicted target when one domain's weight is set to each grid value (others rescaled):
     columns domain, weight, predicted, plus `ice_lo`/`ice_hi` (10th/90th percentile over the runs)."""
     w = np.asarray(w_NxK, float)
     rng = np.random.default_rng(seed)
     bg = w[rng.choice(len(w), min(background, len(w)), replace=False)]
     names = list(model.domains)
+    domains = list(domains if domains is not None else names)
+    grids = [pd_grid(w, names.index(d), points) for d in domains]
+    batch = np.concatenate([_set_share(bg, names.index(d), v) for d, g in zip(domains, grids) for v in g])
+    pred = _predict(model.full[target], batch).reshape(len(domains), points, len(bg))
     rows = []
-    for d in domains if domains is not None else names:
-        k = names.index(d)
-        grid = pd_grid(w, k, points)
-        batch = np.concatenate([_set_share(bg, k, v) for v in grid])
-        pred = model.full[target].predict(batch).reshape(len(grid), len(bg))
-        for v, p in zip(grid, pred):
+    for d, g, p_GxB in zip(domains, grids, pred):
+        for v, p in zip(g, p_GxB):
             rows.append({"domain": d, "weight": float(v), "predicted": float(p.mean()),
                          "ice_lo": float(np.quantile(p, 0.1)), "ice_hi": float(np.quantile(p, 0.9))})
     return pd.DataFrame(rows)
@@ -226,7 +281,7 @@ def top_domains(model: FittedModel, w_NxK: np.ndarray, n: int = 6, target: int =
 
 
 def interaction_strength(model: FittedModel, w_NxK: np.ndarray, domains: list[str], target: int = 0,
-                         points: int = 6, background: int = 60, seed: int = 0) -> pd.DataFrame:
+                         points: int = 5, background: int = 40, seed: int = 0) -> pd.DataFrame:
     """Friedman's H^2 for each pair of `domains`: the share of the pair's joint partial dependence that
     the two one-domain effects do not explain (0 = additive; LightGBM has no pairwise SHAP built in).
     Pairs set both weights on a grid (shrunk where the two would sum past 1), the other domains
@@ -237,34 +292,32 @@ def interaction_strength(model: FittedModel, w_NxK: np.ndarray, domains: list[st
     names = list(model.domains)
     idx = [names.index(d) for d in domains]
     grids = {k: pd_grid(w, k, points) for k in idx}
-    f = model.full[target]
+    pairs = [(a, b) for a in range(len(idx)) for b in range(a + 1, len(idx))]
+    batch = []
+    for a, b in pairs:
+        i, j = idx[a], idx[b]
+        gi, gj = grids[i], grids[j]
+        top = gi[-1] + gj[-1]
+        if top > 1:  # keep every cell a mixture: the pair's two shares sum to at most 1
+            gi, gj = gi / top, gj / top
+        others = np.ones(len(names), bool)
+        others[[i, j]] = False
+        for vi in gi:
+            for vj in gj:
+                x = bg.copy()
+                x[:, others] *= ((1.0 - vi - vj) / np.maximum(1.0 - bg[:, i] - bg[:, j], 1e-12))[:, None]
+                x[:, i], x[:, j] = vi, vj
+                batch.append(x)
     h = pd.DataFrame(0.0, index=domains, columns=domains)
-    for a in range(len(idx)):
-        for b in range(a + 1, len(idx)):
-            i, j = idx[a], idx[b]
-            gi, gj = grids[i], grids[j]
-            top = gi[-1] + gj[-1]
-            if top > 1:  # keep every cell a mixture: the pair's two shares sum to at most 1
-                gi, gj = gi / top, gj / top
-            joint = np.empty((points, points))
-            batch = []
-            for vi in gi:
-                for vj in gj:
-                    x = _set_share(bg, i, vi)  # then j at vj, the rest rescaled to 1 - vi - vj
-                    rest = 1.0 - x[:, i] - x[:, j]
-                    others = np.ones(len(names), bool)
-                    others[[i, j]] = False
-                    scale = np.maximum(1.0 - vi - vj, 0.0) / np.maximum(rest, 1e-12)
-                    x[:, others] *= scale[:, None]
-                    x[:, j] = vj
-                    batch.append(x)
-            pred = f.predict(np.concatenate(batch)).reshape(points, points, len(bg)).mean(axis=2)
-            joint = pred - pred.mean()
-            pi = joint.mean(axis=1, keepdims=True)
-            pj = joint.mean(axis=0, keepdims=True)
-            total = np.sum(joint**2)
-            h2 = float(np.sum((joint - pi - pj) ** 2) / total) if total > 0 else 0.0
-            h.iloc[a, b] = h.iloc[b, a] = h2
+    if not pairs:
+        return h
+    pred = _predict(model.full[target], np.concatenate(batch)).reshape(len(pairs), points, points, len(bg)).mean(axis=3)
+    for (a, b), joint in zip(pairs, pred):
+        joint = joint - joint.mean()
+        pi = joint.mean(axis=1, keepdims=True)
+        pj = joint.mean(axis=0, keepdims=True)
+        total = np.sum(joint**2)
+        h.iloc[a, b] = h.iloc[b, a] = float(np.sum((joint - pi - pj) ** 2) / total) if total > 0 else 0.0
     return h
 
 
@@ -301,12 +354,14 @@ def total_variation(a_K, b_K) -> float:
 
 
 def sensitivity(model: FittedModel, base, settings: dict[str, list], space: MixtureSpace | None = None,
-                models: dict[str, FittedModel] | None = None) -> pd.DataFrame:
+                models: dict[str, FittedModel] | None = None,
+                spaces: dict[str, MixtureSpace] | None = None) -> pd.DataFrame:
     """Re-run the optimizer with one knob changed at a time: how far the chosen weights move.
 
     `base` is an OptimizeConfig; `settings` maps a config field (top_k, samples, kl_strength, seed) to the
     values to try; `models` maps a regressor name to another fitted model of the same sweep. Columns:
-    knob, value, distance (total variation from the base answer), predicted (by `model`), weights_K."""
+    knob, value, distance (total variation from the base answer), predicted (by `model`), weights_K.
+    `spaces` maps a name to another space (other bounds or repetition caps) to optimize in."""
     from regmix.optimize import optimize
 
     ref = optimize(model, space, base, progress=False).weights_K
@@ -321,7 +376,17 @@ def sensitivity(model: FittedModel, base, settings: dict[str, list], space: Mixt
         w = optimize(other, space, base, progress=False).weights_K
         rows.append({"knob": "regressor", "value": name, "distance": total_variation(w, ref),
                      "predicted": float(model.predict(w[None])[0, 0]), "weights_K": w})
+    for name, other in (spaces or {}).items():
+        w = optimize(model, other, base, progress=False).weights_K
+        rows.append({"knob": "bounds", "value": name, "distance": total_variation(w, ref),
+                     "predicted": float(model.predict(w[None])[0, 0]), "weights_K": w})
     return pd.DataFrame(rows)
+
+
+def capped_space(model: FittedModel, upper: dict[str, float]) -> MixtureSpace:
+    """The model's default space with upper bounds on some domains (e.g. {"pile_cc": 0.5})."""
+    up = np.array([upper.get(d, 1.0) for d in model.domains])
+    return MixtureSpace.from_prior(list(model.domains), model.prior_K, upper=up)
 
 
 def epoch_plan(weights: dict[str, float], token_budget: float, tokens: dict[str, float],

@@ -125,7 +125,12 @@ def build(inputs: Inputs, out: str | Path, config: ReportConfig = ReportConfig()
         others = _other_models(model, w_NxK, table, t0, config.seed)
         settings = {"top_k": [10, 1000], "samples": [config.samples // 10, config.samples * 3],
                     "kl_strength": [0.01, 0.1], "seed": [config.seed + 1, config.seed + 2]}
-        sens = analysis.sensitivity(model, base, settings, space, others)
+        spaces = None
+        if space is None:  # bounds: the chosen mixture's largest domain capped at half its share
+            k = int(np.argmax(result.weights_K))
+            cap = round(float(result.weights_K[k]) / 2, 2)
+            spaces = {f"{model.domains[k]} <= {cap:g}": analysis.capped_space(model, {model.domains[k]: cap})}
+        sens = analysis.sensitivity(model, base, settings, space, others, spaces)
         figs["sensitivity"] = plots.sensitivity(sens, list(model.domains))
     if config.token_budget and config.tokens:
         plan = analysis.epoch_plan(refs["chosen"], config.token_budget, config.tokens, config.max_epochs)
