@@ -77,8 +77,10 @@ def mixture_bars(mixtures: dict[str, dict[str, float]], title: str = "Mixtures c
         tilt = max(len(d) for d in domains) * len(domains) > 45  # names that would run into each other side by side
         ax.set_xticks(x, domains, rotation=35 if tilt else 0, ha="right" if tilt else "center")
         ax.set_ylabel("share of tokens")
-        ax.set_ylim(0, ax.get_ylim()[1] * 1.2)  # room for the legend above the bars
-        ax.legend(fontsize=8, ncol=len(names), loc="upper center")
+        ncol = len(names) if sum(len(n) for n in names) < 50 else 2
+        rows = -(-len(names) // ncol)
+        ax.set_ylim(0, ax.get_ylim()[1] * (1.1 + 0.1 * rows))  # room for the legend above the bars
+        ax.legend(fontsize=8, ncol=ncol, loc="upper center")
         ax.grid(axis="y", alpha=0.3)
     ax.set_title(title)
     fig.tight_layout()
@@ -98,7 +100,7 @@ def target_correlation(losses: pd.DataFrame):
                         color="white" if abs(v[i, j]) > 0.6 else "black")
     ax.set_xticks(range(len(c)), c.columns, rotation=60, ha="right", fontsize=8)
     ax.set_yticks(range(len(c)), c.index, fontsize=8)
-    fig.colorbar(im, ax=ax, label="Spearman correlation across runs")
+    fig.colorbar(im, ax=ax, label="Spearman correlation across runs", shrink=0.8)
     ax.set_title("Which domains' losses move together")
     fig.tight_layout()
     return fig
@@ -231,7 +233,7 @@ def interaction_heatmap(h: pd.DataFrame):
                         color="black" if v[i, j] > 0.6 * im.get_clim()[1] else "white")
     ax.set_xticks(range(len(h)), h.columns, rotation=45, ha="right")
     ax.set_yticks(range(len(h)), h.index)
-    fig.colorbar(im, ax=ax, label="H² (share of the pair's effect that is not additive)")
+    fig.colorbar(im, ax=ax, label="H² (share of the pair's effect that is not additive)", shrink=0.8)
     ax.set_title("Domain interactions in the fitted model (0 = effects add up)", fontsize=10)
     fig.tight_layout()
     return fig
@@ -252,7 +254,7 @@ def sweep_weights(weights: pd.DataFrame):
 
 def candidate_histogram(pred, marks: dict[str, float], target: str, unit: str = "nats/byte"):
     """Distribution of the candidates' predicted loss, with named mixtures marked as vertical lines."""
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, ax = plt.subplots(figsize=(9, 4.2))
     ax.hist(np.asarray(pred, float), bins=60, color="#BBBBBB", edgecolor="white", label=f"{len(pred):,} candidates")
     styles = ["-", "--", ":", "-."]
     for i, (name, v) in enumerate(marks.items()):
@@ -260,7 +262,7 @@ def candidate_histogram(pred, marks: dict[str, float], target: str, unit: str = 
     ax.set_xlabel(f"predicted {target} loss ({unit})")
     ax.set_ylabel("candidate mixtures")
     ax.set_title("Simulated candidates: how good the regressor thinks they are", fontsize=10)
-    ax.legend(fontsize=8, loc="upper right", framealpha=0.95)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)  # beside: never over the bars
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig

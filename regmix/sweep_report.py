@@ -83,12 +83,15 @@ def build(inputs: Inputs, out: str | Path, config: ReportConfig = ReportConfig()
     figs["residuals"] = plots.residuals_vs_weights(w, table[f"{t0}:residual"], unit)
     sizes = [n for n in (16, 32, 64, 128, 256, 512) if n <= len(table) // 2] or [len(table) // 2]
     kinds = ("linear", "lightgbm") if model.kind in ("lightgbm", "ensemble") else ("linear", model.kind)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        curve = analysis.learning_curve(w_NxK, table[t0].to_numpy(), sizes, config.repeats, tuple(dict.fromkeys(kinds)),
-                                        seed=config.seed)
-    figs["learning_curve"] = plots.learning_curve(curve, unit)
-    text["learning_curve"] = _curve_table(curve)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            curve = analysis.learning_curve(w_NxK, table[t0].to_numpy(), sizes, config.repeats,
+                                            tuple(dict.fromkeys(kinds)), seed=config.seed)
+        figs["learning_curve"] = plots.learning_curve(curve, unit)
+        text["learning_curve"] = _curve_table(curve)
+    except RegmixError as err:  # a sweep too small to split: say so instead of a figure
+        text["learning_curve"] = f"No learning curve: {err}."
 
     log("report: per-domain effects")
     try:

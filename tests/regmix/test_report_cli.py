@@ -46,21 +46,31 @@ def test_report_on_the_embedded_table(linear_model, capsys, tmp_path):
     assert "report written to" in stdout
 
 
-def test_report_on_a_sweep_folder_with_lightgbm_and_two_targets(capsys, tmp_path):
+def test_report_on_a_demo_folder_with_lightgbm_and_two_targets(capsys, tmp_path):
+    """A demo-shaped folder: DIR/sweep (64 runs cut from the embedded table), DIR/fit/model, summary.json."""
+    import json
+
     mix_path, met_path = embedded_tables()
-    sweep = tmp_path / "sweep"
-    sweep.mkdir()
-    pd.read_csv(mix_path).head(64).to_csv(sweep / "mixtures.csv", index=False)
+    demo = tmp_path / "demo"
+    sweep = demo / "sweep"
+    sweep.mkdir(parents=True)
+    mix = pd.read_csv(mix_path).head(64)
+    mix.to_csv(sweep / "mixtures.csv", index=False)
     pd.read_csv(met_path).head(64).to_csv(sweep / "metrics.csv", index=False)
     assert main(["fit", "--mixtures", str(sweep / "mixtures.csv"), "--metrics", str(sweep / "metrics.csv"),
-                 "--target", "github", "--target", "pile_cc", "--folds", "3", "--out", str(tmp_path / "m"),
+                 "--target", "github", "--target", "pile_cc", "--folds", "3", "--out", str(demo / "fit" / "model"),
                  "--no-progress"]) == 0
+    domains = [c.removeprefix("train_the_pile_") for c in mix.columns[1:]]
+    summary = {"mixtures": {"optimized": {d: 1 / len(domains) for d in domains}, "uniform": {d: 1 / len(domains) for d in domains}},
+               "final_runs": {"optimized": {"target": 3.25}, "uniform": {"target": 3.5}}}
+    (demo / "summary.json").write_text(json.dumps(summary))
     capsys.readouterr()
-    code, _, err = run_cli(capsys, "report", "--model", tmp_path / "m", "--sweep", sweep, "--out", tmp_path / "r",
-                           "--samples", 1000, "--repeats", 1, "--no-sensitivity")
+    code, _, err = run_cli(capsys, "report", "--demo", demo, "--out", tmp_path / "r", "--samples", 1000,
+                           "--repeats", 1, "--no-sensitivity")
     assert code == 0, err
     md = (tmp_path / "r" / "report.md").read_text()
     assert "| github |" in md and "| pile_cc |" in md and "shap.png" in md and "fit of github, pile_cc" in md
+    assert "| optimized | 3.2500 |" in md and (tmp_path / "r" / "figures" / "demo_mixtures.png").exists()
     assert not (tmp_path / "r" / "figures" / "sensitivity.png").exists()
 
 
