@@ -36,8 +36,8 @@ def run(args) -> int:
     from regmix.export.inputs import read_token_counts
     from regmix.sweep_report import ReportConfig, build, resolve_inputs
 
-    if (args.tokens is None) != (args.token_budget is None) and args.max_epochs is None:
-        raise RegmixError("the epoch plan needs both --tokens and --token-budget")
+    if (args.tokens is None) != (args.token_budget is None) or (args.max_epochs is not None and args.tokens is None):
+        raise RegmixError("the epoch plan and the repetition cap need both --tokens and --token-budget")
     tokens = read_token_counts(args.tokens) if args.tokens is not None else None
     config = ReportConfig(samples=args.samples, top_k=args.top_k, repeats=args.repeats,
                           sensitivity=not args.no_sensitivity, token_budget=args.token_budget, tokens=tokens,

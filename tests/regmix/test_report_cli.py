@@ -30,13 +30,17 @@ def linear_model(tmp_path_factory):
 
 
 def test_report_on_the_embedded_table(linear_model, capsys, tmp_path):
+    import json
+
     out = tmp_path / "report"
+    domains = [c.removeprefix("train_the_pile_") for c in pd.read_csv(embedded_tables()[0], nrows=1).columns[1:]]
+    (tmp_path / "tokens.json").write_text(json.dumps({d: 2e9 for d in domains}))
     code, stdout, err = run_cli(capsys, "report", "--model", linear_model, "--out", out, "--samples", 2000,
-                                "--repeats", 1)
+                                "--repeats", 1, "--token-budget", 25e9, "--tokens", tmp_path / "tokens.json")
     assert code == 0, err
     pngs = sorted(p.stem for p in (out / "figures").glob("*.png"))
     for name in ("oof", "residuals", "learning_curve", "domain_effects", "partial_dependence", "interactions",
-                 "target_correlation", "candidates", "mixtures", "sensitivity"):
+                 "target_correlation", "candidates", "mixtures", "sensitivity", "epochs"):
         assert name in pngs
     md = (out / "report.md").read_text()
     assert "nats/token" in md and "| pile_cc |" in md and "embedded" in md
@@ -88,6 +92,8 @@ def test_bad_input_is_one_line(linear_model, capsys, tmp_path):
     pd.DataFrame({"run": range(8), "web_val_loss": 1.0}).to_csv(other / "metrics.csv", index=False)
     code, _, err = run_cli(capsys, "report", "--model", linear_model, "--sweep", other, "--out", tmp_path / "r")
     one_line_error(code, err, "give the sweep it was fitted on")
+    code, _, err = run_cli(capsys, "report", "--model", linear_model, "--max-epochs", 4, "--out", tmp_path / "r")
+    one_line_error(code, err, "need both --tokens and --token-budget")
     code, _, err = run_cli(capsys, "report", "--demo", tmp_path, "--out", tmp_path / "r")
     one_line_error(code, err, "no summary.json")
     assert not (tmp_path / "r").exists()  # nothing written on refusal
