@@ -3,11 +3,8 @@ PNG), drawn from the summary (`regmix.pipeline.results`) and the files the stage
 
 from __future__ import annotations
 
-import base64
-import html
 import io
 import json
-import re
 from pathlib import Path
 
 import matplotlib
@@ -15,8 +12,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from regmix import plots
 from regmix.files import atomic_write_text
 from regmix.pipeline import merging
+from regmix.report_page import to_html  # noqa: F401 (the page writer, shared with `regmix report`)
 from regmix.pipeline.results import MEAN_TARGET, final_runs
 
 COLORS = {"optimized": "#d62728", "uniform": "#7f7f7f", "natural": "#1f77b4", "best_proxy": "#2ca02c",
@@ -37,40 +36,19 @@ def _png(fig) -> bytes:
 
 def plot_fit(cfg, out: Path, summary: dict) -> bytes:
     oof = pd.read_csv(out / "fit" / "model" / "cv_predictions.csv")
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.3))
-    for ax, (t, title, cv) in zip(axes, [(cfg.target, f"target: {cfg.target} loss{' (held out)' if cfg.held_out else ''}", summary["cv"]),
-                                         (MEAN_TARGET, "mean loss over training domains", summary["cv_mean_target"])]):
-        y, p = oof[t].to_numpy(), oof[f"{t}:oof"].to_numpy()
-        ax.scatter(y, p, s=22, alpha=0.75, color="#1f77b4", edgecolor="none")
-        lo, hi = min(y.min(), p.min()), max(y.max(), p.max())
-        pad = 0.03 * (hi - lo)
-        ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], "--", color="#999", lw=1)
-        ax.set_xlabel("true proxy loss (nats/byte)")
-        ax.set_ylabel("out-of-fold prediction")
-        ax.set_title(f"{title}\nSpearman {cv['spearman']:.2f}, Pearson {cv['pearson']:.2f}, {cv['n_runs']} proxies",
-                     fontsize=10)
-        ax.grid(alpha=0.3)
-    fig.suptitle("How well the regressor predicts proxies it did not see", fontsize=11)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
+    for ax, (t, name) in zip(axes, [(cfg.target, f"{cfg.target}{' (held out)' if cfg.held_out else ''}"),
+                                    (MEAN_TARGET, "mean over training domains")]):
+        plots.oof_scatter(oof[t], oof[f"{t}:oof"], name, "nats/byte", ax=ax)
+    fig.suptitle(f"How well the regressor predicts proxies it did not see ({summary['cv']['n_runs']} proxies)", fontsize=11)
     fig.tight_layout()
     return _png(fig)
 
 
 def plot_mixtures(summary: dict) -> bytes:
-    mixtures = summary["mixtures"]
-    domains = summary["train_domains"]
-    names = list(mixtures)
-    fig, ax = plt.subplots(figsize=(10, 4.3))
-    width = 0.8 / len(names)
-    x = np.arange(len(domains))
-    for i, n in enumerate(names):
-        ax.bar(x + (i - (len(names) - 1) / 2) * width, [mixtures[n].get(d, 0.0) for d in domains], width,
-               label=LABELS.get(n, n), color=COLORS.get(n))
-    ax.set_xticks(x, domains)
-    ax.set_ylabel("share of training tokens")
-    ax.set_title(f"Mixtures trained in the final runs (target: {summary['target']} loss{', held out' if summary['target'] not in summary['train_domains'] else ''})", fontsize=11)
-    ax.legend(fontsize=9, ncol=2)
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
+    held = ", held out" if summary["target"] not in summary["train_domains"] else ""
+    mixtures = {LABELS.get(n, n): {d: w.get(d, 0.0) for d in summary["train_domains"]} for n, w in summary["mixtures"].items()}
+    fig = plots.mixture_bars(mixtures, f"Mixtures trained in the final runs (target: {summary['target']} loss{held})")
     return _png(fig)
 
 
@@ -218,62 +196,6 @@ def markdown(summary: dict, images: dict[str, str]) -> str:
                   "- config (every knob, defaults included):", "", "```", json.dumps(run["config"], indent=1),
                   "```", ""]
     return "\n".join(lines)
-
-
-def to_html(md: str, images: dict[str, bytes], names: dict[str, str]) -> str:
-    """A small Markdown subset (headings, tables, images, paragraphs, lists) to one HTML file."""
-    inline = lambda s: re.sub(r"`([^`]+)`", r"<code>\1</code>", re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", html.escape(s)))
-    by_path = {v: k for k, v in names.items()}
-    body, table, items = [], [], []
-
-    def flush():
-        if table:
-            rows = [r for r in table if not set(r.replace("|", "").strip()) <= set("-: ")]
-            cells = [[c.strip() for c in r.strip().strip("|").split("|")] for r in rows]
-            out = ["<table>", "<tr>" + "".join(f"<th>{inline(c)}</th>" for c in cells[0]) + "</tr>"]
-            out += ["<tr>" + "".join(f"<td>{inline(c)}</td>" for c in r) + "</tr>" for r in cells[1:]]
-            body.append("\n".join(out + ["</table>"]))
-            table.clear()
-        if items:
-            body.append("<ul>" + "".join(f"<li>{inline(i)}</li>" for i in items) + "</ul>")
-            items.clear()
-
-    pre = None  # lines of an open ``` block
-    for line in md.splitlines():
-        if line.startswith("```"):
-            if pre is None:
-                flush()
-                pre = []
-            else:
-                body.append("<pre>" + html.escape("\n".join(pre)) + "</pre>")
-                pre = None
-            continue
-        if pre is not None:
-            pre.append(line)
-            continue
-        if line.startswith("|"):
-            table.append(line)
-            continue
-        if line.startswith("- "):
-            items.append(line[2:])
-            continue
-        flush()
-        m = re.match(r"!\[([^\]]*)\]\(([^)]+)\)", line)
-        if m:
-            data = base64.b64encode(images[by_path[m.group(2)]]).decode()
-            body.append(f'<img alt="{html.escape(m.group(1))}" src="data:image/png;base64,{data}">')
-        elif line.startswith("#"):
-            level = len(line) - len(line.lstrip("#"))
-            body.append(f"<h{level}>{inline(line[level:].strip())}</h{level}>")
-        elif line.strip():
-            body.append(f"<p>{inline(line)}</p>")
-    flush()
-    style = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
-             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}"
-             "th{background:#f3f3f3}pre{background:#f6f6f6;padding:.5em;overflow:auto;max-height:30em}img{max-width:100%;display:block;margin:1em 0}code{background:#f3f3f3;padding:0 3px}")
-    title = html.escape(next((l.lstrip("# ") for l in md.splitlines() if l.startswith("# ")), "regmix report"))
-    return (f"<!doctype html>\n<html><head><meta charset='utf-8'><title>{title}</title>"
-            f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
 
 
 def write_report(summary: dict, cfg, out: str | Path) -> None:
