@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
-from regmix.cli import add_cap_flags, check_cap_numbers, command_parser
-from regmix.files import atomic_write_text
 import pandas as pd
 
+from regmix.cli import add_cap_flags, check_cap_numbers, command_parser
+from regmix.errors import RegmixError
+from regmix.files import atomic_write_text, check_out
 from regmix.optimize import OptimizeConfig, optimize, warn_if_worse_than_runs
 from regmix.regress.fit import FittedModel
 from regmix.regress.interval import conformal_quantile
 from regmix.report_text import weights_table
 from regmix.sample import METHODS
 from regmix.space import load_space
-from regmix.files import check_out
-from regmix.errors import RegmixError
-import math
+from regmix.trust import compare_optima, warn_if_far_from_runs
+from regmix.weights import tidy_weights
 
 
 def register(sub) -> None:
@@ -44,6 +45,9 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=OptimizeConfig.seed, help="seed of the candidates")
     p.add_argument("--interval", type=float, default=OptimizeConfig.interval, metavar="LEVEL",
                    help="coverage of the conformal interval reported for each target at the answer")
+    p.add_argument("--compare", nargs="+", metavar="MODEL_DIR",
+                   help="other fitted models of the same sweep (e.g. `regmix fit --model lightgbm`): optimize with each "
+                   "under the same space and seed, show the optima side by side and warn where they disagree")
     p.add_argument("--out", required=True, help="mixture.json")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -62,6 +66,24 @@ def check_numbers(args) -> None:
             raise RegmixError(f"{flag} must be at least 1, got {value}")
 
 
+def compare(args, model: FittedModel, result, others: dict, space, config) -> dict:
+    """The optima of other regressors of the same sweep, beside this one's; warns where they disagree."""
+    optima = {f"{model.kind} ({args.model})": result.weights_K}
+    for directory, other in others.items():
+        if tuple(other.domains) != tuple(model.domains):
+            raise RegmixError(f"{directory}: fitted on domains {', '.join(other.domains)[:120]}, not those of {args.model}")
+        optima[f"{other.kind} ({directory})"] = optimize(other, space, config, progress=False).weights_K
+    names = list(optima)
+    print("optima of the compared regressors:")
+    print(f"  {'domain':<24}" + "".join(f"{n.split(' ')[0]:>12}" for n in names))
+    for j, d in enumerate(model.domains):
+        print(f"  {d[:24]:<24}" + "".join(f"{optima[n][j]:>12.4f}" for n in names))
+    distances, worst, pair = compare_optima(optima)
+    print(f"largest total-variation distance between optima: {worst:.3f} ({pair[0]} vs {pair[1]})")
+    return {"optima": {n: dict(zip(model.domains, map(float, tidy_weights(w)))) for n, w in optima.items()},
+            "largest_distance": round(worst, 6), "pair": list(pair)}
+
+
 def run(args) -> int:
     check_out(args.out, "file")
     check_numbers(args)
@@ -74,6 +96,7 @@ def run(args) -> int:
         kl_strength=args.kl_strength, seed=args.seed, interval=args.interval, constraints=tuple(args.constrain),
         target_weights=tuple(args.target_weights) if args.target_weights else None,
     )
+    others = {d: FittedModel.load(d) for d in args.compare or []}  # every model loads before any work
     result = optimize(model, space, config, progress=not args.no_progress)
     runs = Path(args.model) / "cv_predictions.csv"  # the fitted sweep's measured targets
     if runs.exists():
@@ -81,6 +104,10 @@ def run(args) -> int:
         if all(t in table.columns for t in result.targets):
             warn_if_worse_than_runs(result, table.iloc[:, 0].astype(str).tolist(), table[result.targets].to_numpy())
     data = result.to_json()
+    if model.runs_NxK is not None:
+        data["trust"] = warn_if_far_from_runs(result.weights_K, model.runs_NxK, model.run_ids, model.domains)
+    if others:
+        data["compare"] = compare(args, model, result, others, space, config)
     data["model"] = str(args.model)
     if args.space:
         data["space"] = str(args.space)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +53,8 @@ class FittedModel:
     n_runs: int = 0
     seed: int = 0
     calibration: dict[str, list[float]] = field(default_factory=dict)  # per target: out-of-fold scores
+    runs_NxK: np.ndarray | None = None  # the training mixtures, for "far from every run" (None in older files)
+    run_ids: tuple[str, ...] = ()
 
     def interval(self, w_NxK: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Prediction `y_NxT` and a conformal interval (lower, upper) that should hold a new run's
@@ -84,9 +87,15 @@ class FittedModel:
     # -- persistence -----------------------------------------------------------------------------
     def save(self, directory: str | Path) -> None:
         directory = Path(directory)
-        tmp = directory.with_name(directory.name + ".partial")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        # a fresh, uniquely named folder of this call's own: never a user's OUT.partial, never another fit's
+        tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.", suffix=".partial"))
+        try:
+            self._save_into(tmp, directory)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def _save_into(self, tmp: Path, directory: Path) -> None:
         meta = {
             "format": FORMAT,
             "kind": self.kind,
@@ -98,6 +107,8 @@ class FittedModel:
             "n_runs": self.n_runs,
             "seed": self.seed,
             "calibration": self.calibration,
+            "runs": None if self.runs_NxK is None else np.round(self.runs_NxK, 8).tolist(),
+            "run_ids": list(self.run_ids),
             "full": [m.save(tmp, f"t{t}.full") for t, m in enumerate(self.full)],
             "folds": [[m.save(tmp, f"t{t}.fold{f}") for f, m in enumerate(ms)] for t, ms in enumerate(self.folds)],
         }
@@ -109,7 +120,6 @@ class FittedModel:
         directory.mkdir(parents=True, exist_ok=True)
         for p in tmp.iterdir():
             p.replace(directory / p.name)
-        tmp.rmdir()
 
     @classmethod
     def load(cls, directory: str | Path) -> "FittedModel":
@@ -138,6 +148,7 @@ class FittedModel:
                 n_runs=meta.get("n_runs", 0),
                 seed=meta.get("seed", 0),
                 calibration=_calibration(path, meta.get("calibration", {}), meta["targets"]),
+                **_runs(path, meta.get("runs"), meta.get("run_ids", []), n),
             )
         except (json.JSONDecodeError, KeyError, TypeError) as err:
             raise RegmixError(f"{path}: corrupt model file ({type(err).__name__}: {err})") from None
@@ -145,6 +156,18 @@ class FittedModel:
             if isinstance(err, RegmixError):
                 raise
             raise RegmixError(f"{directory}: cannot load model: {str(err).splitlines()[0]}") from None
+
+
+def _runs(where: Path, runs, ids, k: int) -> dict:
+    """The training mixtures a model.json keeps (optional: files from older versions have none)."""
+    if runs is None:
+        return {}
+    if not isinstance(runs, list) or not isinstance(ids, list) or len(ids) != len(runs) or not runs:
+        raise RegmixError(f"{where}: fields 'runs' and 'run_ids' must be lists of the same, non-zero length")
+    rows = np.array([_finite_list(where, "runs", r, k) for r in runs], np.float64)
+    if (rows < 0).any():
+        raise RegmixError(f"{where}: field 'runs' holds a negative weight")
+    return {"runs_NxK": rows, "run_ids": tuple(str(i)[:200] for i in ids)}
 
 
 def _calibration(where: Path, value, targets: list[str]) -> dict[str, list[float]]:
@@ -227,6 +250,8 @@ def fit_sweep(
         n_runs=n,
         seed=seed,
         calibration={name: scores[:, t].tolist() for t, name in enumerate(targets)},
+        runs_NxK=w.copy(),
+        run_ids=tuple(str(i) for i in mixtures.ids),
     )
     table = pd.DataFrame({mixtures.id_column: mixtures.ids, "fold": fold_N})
     for t, name in enumerate(targets):

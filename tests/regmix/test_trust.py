@@ -40,3 +40,30 @@ def test_disagreeing_optima_warn_and_name_the_pair():
     with pytest.warns(UserWarning, match="optima of lightgbm and gp differ by total-variation distance 0.50"):
         _, worst, pair = compare_optima({**close, "gp": np.array([0.0, 0.5, 0.5])})
     assert pair == ("lightgbm", "gp") and worst == pytest.approx(0.5)
+
+
+def test_optimize_reports_trust_and_compares_regressors(tmp_path, capsys):
+    """The CLI end to end: the model keeps its training mixtures, optimize reports how far the answer lies outside
+    them, and --compare puts another regressor's optimum beside it."""
+    import json
+
+    from helpers_tables import synthetic_sweep
+    from regmix.cli import main
+    from regmix.regress.fit import FittedModel
+
+    mix, met, w, _ = synthetic_sweep(tmp_path, n=24)
+    for kind in ("linear", "mixing-law"):
+        assert main(["fit", "--mixtures", str(mix), "--metrics", str(met), "--target", "target", "--model", kind,
+                     "--folds", "3", "--out", str(tmp_path / kind), "--no-progress"]) == 0
+    loaded = FittedModel.load(tmp_path / "linear")
+    assert loaded.runs_NxK == pytest.approx(w, abs=1e-7) and loaded.run_ids[0] == "r000"
+    capsys.readouterr()
+    assert main(["optimize", "--model", str(tmp_path / "linear"), "--compare", str(tmp_path / "mixing-law"),
+                 "--samples", "2000", "--out", str(tmp_path / "m.json"), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    data = json.loads((tmp_path / "m.json").read_text())
+    assert set(data["trust"]) == {"hull_distance", "nearest_run", "nearest_distance", "far"}
+    assert data["trust"]["hull_distance"] >= 0 and data["trust"]["nearest_run"].startswith("r")
+    assert len(data["compare"]["optima"]) == 2 and "largest total-variation distance" in printed
+    assert data["compare"]["largest_distance"] == pytest.approx(
+        tv_distance(*[np.array(list(o.values())) for o in data["compare"]["optima"].values()])[0, 0], abs=1e-5)
