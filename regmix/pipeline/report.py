@@ -45,6 +45,38 @@ def plot_fit(cfg, out: Path, summary: dict) -> bytes:
     return _png(fig)
 
 
+def sweep_position(cfg, out: Path) -> dict:
+    """Where the optimized mixture's predicted proxy loss sits among the sweep's measured proxies, with the
+    fold models' spread of that prediction."""
+    oof = pd.read_csv(out / "fit" / "model" / "cv_predictions.csv")
+    chosen = json.loads((out / "optimize" / "mixture.json").read_text())
+    t = cfg.target
+    losses = oof[t].to_numpy(np.float64)
+    key = next((k for k in chosen["predicted"] if k == t or k.endswith(t)), None)
+    if key is None:
+        return {}
+    predicted = float(chosen["predicted"][key])
+    u = chosen.get("uncertainty", {}).get(key, {})
+    return {"losses": losses, "predicted": predicted, "fold_std": float(u.get("fold_std", float("nan"))),
+            "below": int((losses < predicted).sum()), "n": len(losses)}
+
+
+def plot_sweep(cfg, pos: dict) -> bytes:
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    ax.hist(pos["losses"], bins=min(40, max(8, pos["n"] // 4)), color="#56B4E9", edgecolor="white",
+            label=f"sweep proxies ({pos['n']}), measured")
+    ax.axvline(pos["predicted"], color="#D55E00", lw=2, label="optimized mixture, predicted")
+    if np.isfinite(pos["fold_std"]) and pos["fold_std"] > 0:
+        ax.axvspan(pos["predicted"] - pos["fold_std"], pos["predicted"] + pos["fold_std"], color="#D55E00", alpha=0.15,
+                   label="+- fold-model spread")
+    ax.set_xlabel(f"{cfg.target} validation loss of a proxy (nats/byte)")
+    ax.set_ylabel("proxies")
+    ax.set_title("The sweep's losses, and where the chosen mixture is predicted to land")
+    ax.legend(fontsize=8, loc="upper right")
+    fig.tight_layout()
+    return _png(fig)
+
+
 def plot_mixtures(summary: dict) -> bytes:
     held = ", held out" if summary["target"] not in summary["train_domains"] else ""
     mixtures = {LABELS.get(n, n): {d: w.get(d, 0.0) for d in summary["train_domains"]} for n, w in summary["mixtures"].items()}
@@ -180,6 +212,13 @@ def markdown(summary: dict, images: dict[str, str]) -> str:
               f"{summary['cv']['n_runs']} proxies for the target; {summary['cv_mean_target']['spearman']:.3f} / "
               f"{summary['cv_mean_target']['pearson']:.3f} for the mean training-domain loss.", "",
               f"![fit]({images['fit']})", ""]
+    pos = summary.get("sweep_position")
+    if pos:
+        lines += ["## The sweep", "",
+                  f"The {pos['n']} proxies' {t} losses span {pos['min']:.3f} to {pos['max']:.3f} nats/byte (median "
+                  f"{pos['median']:.3f}). The optimized mixture is predicted at {pos['predicted']:.3f} +- "
+                  f"{pos['fold_std']:.3f} (spread of the cross-validation fold models), below {pos['n'] - pos['below']} "
+                  f"of the {pos['n']} proxies.", "", f"![sweep]({images['sweep']})", ""]
     lines += _mean_target_lines(summary)
     lines += merging.report_section(summary, images)
     lines += ["", "## Time per stage", "", "| stage | seconds |", "| --- | ---: |"]
@@ -204,6 +243,12 @@ def write_report(summary: dict, cfg, out: str | Path) -> None:
     out = Path(out)
     images = {"final": plot_final(cfg, out, summary), "mixtures": plot_mixtures(summary),
               "fit": plot_fit(cfg, out, summary), "times": plot_times(summary), **merging.report_figures(summary, out)}
+    pos = sweep_position(cfg, out)
+    if pos:
+        images["sweep"] = plot_sweep(cfg, pos)
+        losses = pos.pop("losses")
+        summary = {**summary, "sweep_position": {**pos, "min": float(losses.min()), "max": float(losses.max()),
+                                                 "median": float(np.median(losses))}}
     names = {k: f"report/{k}.png" for k in images}
     (out / "report").mkdir(parents=True, exist_ok=True)
     for k, data in images.items():

@@ -73,11 +73,12 @@ def test_quick_demo_writes_summary_report_and_exports(quick):
             keys = [d, f"train_{d}", f"/data/{d}_text_document", f"/data/{d}"]
             assert np.isclose(sum(back.get(k, 0.0) for k in keys), w, atol=1e-8), (fmt, d)
     html = (quick / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 6 and "<table>" in html  # 2 of them: final.merging
+    assert html.count("data:image/png;base64,") == 7 and "<table>" in html  # 2 of them: final.merging
     md = (quick / "report.md").read_text()
     assert "## Final runs" in md and "## Fit quality" in md and "## Time per stage" in md
     assert "## Merged models" in md and s["merging"]["n"] == 12 and -1 <= s["merging"]["spearman"] <= 1
-    for png in ("final", "mixtures", "fit", "times", "merging", "ablation"):
+    assert "## The sweep" in md and "(spread of the cross-validation fold models)" in md
+    for png in ("final", "mixtures", "fit", "times", "merging", "ablation", "sweep"):
         assert (quick / "report" / f"{png}.png").read_bytes()[:4] == b"\x89PNG"
 
 
