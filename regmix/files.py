@@ -90,8 +90,8 @@ def disk_full_is_an_error(folder: str | Path):
         if not is_disk_full(err):
             raise
         where = getattr(err, "filename", None) or folder
-        raise RegmixError(f"{where}: disk full (no space left on device); the finished results in {folder} are "
-                          "kept: free some space and run the same command again to resume") from None
+        raise RegmixError(f"{where}: disk full (no space left on device); finished results are kept (in {folder}): "
+                          "free some space and run the same command again to resume") from None
 
 
 @contextmanager

@@ -62,7 +62,8 @@ def test_report_on_a_demo_folder_with_lightgbm_and_two_targets(capsys, tmp_path)
     mix.to_csv(sweep / "mixtures.csv", index=False)
     pd.read_csv(met_path).head(64).to_csv(sweep / "metrics.csv", index=False)
     assert main(["fit", "--mixtures", str(sweep / "mixtures.csv"), "--metrics", str(sweep / "metrics.csv"),
-                 "--target", "github", "--target", "pile_cc", "--folds", "3", "--out", str(demo / "fit" / "model"),
+                 "--target", "github", "--target", "pile_cc", "--model", "lightgbm", "--folds", "3",
+                 "--out", str(demo / "fit" / "model"),
                  "--no-progress"]) == 0
     domains = [c.removeprefix("train_the_pile_") for c in mix.columns[1:]]
     summary = {"mixtures": {"optimized": {d: 1 / len(domains) for d in domains}, "uniform": {d: 1 / len(domains) for d in domains}},
