@@ -82,6 +82,23 @@ def test_quick_demo_writes_summary_report_and_exports(quick):
         assert (quick / "report" / f"{png}.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_merging_notebook_reads_the_demo_folder_and_draws_every_figure(quick, tmp_path, monkeypatch):
+    import nbformat
+    from nbclient import NotebookClient
+
+    monkeypatch.setenv("REGMIX_DEMO", str(quick))
+    monkeypatch.setenv("MPLBACKEND", "agg")
+    nb = nbformat.read(ROOT / "notebooks" / "03_merging_and_final_runs.ipynb", as_version=4)
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    pngs = [o for o in outputs if "image/png" in o.get("data", {})]
+    # final-run curves, mixtures, the sweep, merged vs trained, ablations
+    assert len(pngs) == 5 and all(len(o["data"]["image/png"]) > 5000 for o in pngs)
+    text = "".join(o.get("text", "") for o in outputs)
+    assert "merged vs trained from the seed: Spearman" in text and not list(tmp_path.iterdir())
+
+
 def test_rerun_reuses_every_finished_stage(quick):
     before = {s: (quick / s / "done.json").stat().st_mtime_ns for s in STAGES}
     proc = regmix("demo", "--quick", "--out", quick)
