@@ -17,8 +17,8 @@ import warnings
 from regmix import __version__
 from regmix.errors import RegmixError
 
-COMMANDS = ["prepare", "sample", "sweep", "merge", "fit", "predict", "optimize", "suggest", "export", "report", "demo", "run",
-            "bench"]
+COMMANDS = ["prepare", "sample", "sweep", "merge", "fit", "predict", "optimize", "suggest", "transfer", "export",
+            "report", "demo", "run", "bench"]
 JAX_SIDE = ("jax", "flax", "optax", "orbax")  # installed by the `proxies` extra
 
 
