@@ -190,7 +190,7 @@ def optimize(
     weights_T = _target_weights(model, config.target_weights)
     if config.top_k < 1:
         raise RegmixError(f"--top-k must be >= 1, got {config.top_k}")
-    constraints = parse_constraints(config.constraints, model, space.prior_K)
+    constraints = parse_constraints(tuple(space.constraints) + tuple(config.constraints), model, space.prior_K)
     objective = Objective(model, weights_T, space.prior_K, config.kl_strength, constraints)
     rng = np.random.default_rng(config.seed)
 

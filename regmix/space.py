@@ -31,6 +31,7 @@ class SpaceFile:
     max_epochs: float | dict[str, float] | None = None
     token_budget: float | None = None
     tokens: dict[str, float] | str | None = None  # counts, or a token store / counts file (next to the space file)
+    constraints: list[str] = field(default_factory=list)  # bounds on other targets, as `optimize --constrain` takes
 
 
 @dataclass(frozen=True, eq=False)
@@ -42,6 +43,7 @@ class MixtureSpace:
     max_epochs_K: np.ndarray | None = None
     token_budget: float | None = None
     tokens_K: np.ndarray | None = None
+    constraints: tuple[str, ...] = ()  # 'TARGET<=natural+0.02' and the like, checked against the model by optimize
 
     def __post_init__(self):
         k = len(self.domains)
@@ -273,6 +275,7 @@ def space_from_spec(spec: SpaceFile, domains: list[str], prior_K: np.ndarray | N
         else:
             max_epochs = np.full(len(domains), float(spec.max_epochs))
     try:
-        return MixtureSpace.from_prior(domains, prior, lower, upper, max_epochs, spec.token_budget, tokens)
+        space = MixtureSpace.from_prior(domains, prior, lower, upper, max_epochs, spec.token_budget, tokens)
+        return dataclasses.replace(space, constraints=tuple(spec.constraints))
     except RegmixError as err:
         raise RegmixError(f"{where}: {str(err).removeprefix('mixture space: ')}") from None

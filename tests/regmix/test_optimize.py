@@ -113,3 +113,23 @@ def test_bad_constraints_are_one_error(two_way, text):
 
     with pytest.raises(RegmixError):  # loss_b<=1: nothing predicts that low
         optimize(two_way, config=OptimizeConfig(samples=1000, constraints=(text,)), progress=False)
+
+
+def test_a_space_file_carries_constraints_like_the_flag(two_way, tmp_path):
+    import dataclasses
+
+    from regmix.errors import RegmixError
+    from regmix.space import load_space
+
+    path = tmp_path / "space.yaml"
+    path.write_text("constraints: ['loss_b<=natural+0.05']\nbounds: {d0: [0.0, 0.9]}\n")
+    space = load_space(path, list(two_way.domains), two_way.prior_K)
+    cfg = dict(samples=20_000, top_k=20, seed=0, target_weights=(1.0, 0.0))
+    from_file = optimize(two_way, space, OptimizeConfig(**cfg), progress=False)
+    without = dataclasses.replace(space, constraints=())
+    from_flag = optimize(two_way, without, OptimizeConfig(**cfg, constraints=("loss_b<=natural+0.05",)), progress=False)
+    (report,) = from_file.to_json()["constraints"]
+    assert report["binds"] and np.allclose(from_file.weights_K, from_flag.weights_K)
+    path.write_text("constraints: 'loss_b<=1'\n")  # a string, not a list
+    with pytest.raises(RegmixError, match="constraints"):
+        load_space(path, list(two_way.domains), two_way.prior_K)
