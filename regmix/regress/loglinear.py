@@ -26,26 +26,22 @@ class LogLinearModel:
     T_MAX = 10.0
     RIDGE = 1e-3
 
-    def __init__(self, c: float = 0.0, b: float = 0.0, t_P=None):
+    def __init__(self, c: float = 0.0, b: float = 0.0, t_K=None):
         self.c, self.b = float(c), float(b)
-        self.t_P = None if t_P is None else np.asarray(t_P, np.float64)
-
-    def features(self, w_NxK: np.ndarray) -> np.ndarray:
-        return np.asarray(w_NxK, np.float64)
+        self.t_K = None if t_K is None else np.asarray(t_K, np.float64)
 
     def fit(self, w_NxK, y_N, seed: int = 0) -> "LogLinearModel":
         rng = np.random.default_rng(seed)
-        x = self.features(w_NxK)
-        n, k = w_NxK.shape
-        p = x.shape[1]
+        x = np.asarray(w_NxK, np.float64)
+        n, k = x.shape
         y_N = np.asarray(y_N, np.float64)
         scale = float(np.std(y_N)) or 1.0
-        ridge_P = np.sqrt(n * np.full(p, self.RIDGE)) * scale
-        lower = np.concatenate([[-np.inf, -50.0], np.full(p, -self.T_MAX)])
-        upper = np.concatenate([[float(np.min(y_N)) - 1e-6 * scale, 50.0], np.full(p, self.T_MAX)])
+        ridge_K = np.sqrt(n * np.full(k, self.RIDGE)) * scale
+        lower = np.concatenate([[-np.inf, -50.0], np.full(k, -self.T_MAX)])
+        upper = np.concatenate([[float(np.min(y_N)) - 1e-6 * scale, 50.0], np.full(k, self.T_MAX)])
 
         def residuals(q):
-            return np.concatenate([q[0] + np.exp(np.clip(q[1] + x @ q[2:], -50, 50)) - y_N, ridge_P * q[2:]])
+            return np.concatenate([q[0] + np.exp(np.clip(q[1] + x @ q[2:], -50, 50)) - y_N, ridge_K * q[2:]])
 
         def solve(p0, loss, f_scale):
             with warnings.catch_warnings():
@@ -56,7 +52,7 @@ class LogLinearModel:
         best = None
         for start in range(4):
             c0 = float(np.min(y_N)) - scale * (0.5 + start * 0.75)
-            t0 = np.concatenate([rng.normal(0, 0.5, k), np.zeros(p - k)])
+            t0 = rng.normal(0, 0.5, k)
             p0 = np.concatenate([[c0, np.log(max(np.mean(y_N) - c0, 1e-6))], np.clip(t0, -self.T_MAX + 1e-6, self.T_MAX - 1e-6)])
             res = solve(p0, "linear", 1.0)
             if best is None or res.cost < best.cost:
@@ -64,14 +60,14 @@ class LogLinearModel:
         r = best.fun[:n]
         sigma = 1.4826 * float(np.median(np.abs(r - np.median(r)))) or 1e-3 * scale
         best = solve(best.x, "huber", 1.345 * sigma)
-        self.c, self.b, self.t_P = float(best.x[0]), float(best.x[1]), best.x[2:]
+        self.c, self.b, self.t_K = float(best.x[0]), float(best.x[1]), best.x[2:]
         return self
 
     def predict(self, w_NxK) -> np.ndarray:
-        return self.c + np.exp(np.clip(self.b + self.features(w_NxK) @ self.t_P, -50, 50))
+        return self.c + np.exp(np.clip(self.b + np.asarray(w_NxK, np.float64) @ self.t_K, -50, 50))
 
     def save(self, directory: Path, stem: str) -> dict:
-        return {"kind": self.kind, "c": self.c, "b": self.b, "t": self.t_P.tolist()}
+        return {"kind": self.kind, "c": self.c, "b": self.b, "t": self.t_K.tolist()}
 
     @classmethod
     def load(cls, directory: Path, meta: dict, n_features: int | None = None) -> "LogLinearModel":

@@ -7,6 +7,7 @@ from hypothesis import given, settings, strategies as st
 from proxies.batches import MixtureBatches, check_mixtures, eval_windows, largest_remainder
 from regmix.corpus.store import write_store
 from regmix.errors import RegmixError
+from toy_stores import banded_arrays
 
 DOMAINS = ["a", "b", "c"]
 
@@ -14,9 +15,7 @@ DOMAINS = ["a", "b", "c"]
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     # Each domain's tokens lie in its own id range, so a window tells which domain it came from.
-    rng = np.random.default_rng(0)
-    arrays = {d: (rng.integers(10 * i, 10 * i + 10, 5000), rng.integers(10 * i, 10 * i + 10, 300))
-              for i, d in enumerate(DOMAINS)}
+    arrays = banded_arrays(DOMAINS, 5000, 300)
     return write_store(tmp_path_factory.mktemp("store"), arrays, vocab_size=64, eod_id=63)
 
 

@@ -17,6 +17,7 @@ from proxies.merge import (ablation_mixtures, ablation_table, favoured_domains, 
 from regmix.cli import main
 from regmix.corpus.store import TokenStore, write_store
 from regmix.errors import RegmixError
+from toy_stores import periodic_arrays
 
 TRAIN = {"steps": 12, "batch": 4, "seq_len": 32, "lr": 0.003, "warmup_steps": 3, "block_steps": 4,
          "eval_windows": 4, "eval_batch": 4, "checkpoint_every": 0}
@@ -26,12 +27,7 @@ DOMAINS = ["web", "code", "books"]
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     root = tmp_path_factory.mktemp("merge")
-    rng = np.random.default_rng(0)
-
-    def dom(p, n):
-        return (rng.integers(0, 2, n) * p + rng.integers(0, 10, n)) % 256
-
-    arrays = {d: (dom(p, 4000), dom(p, 400)) for d, p in [("web", 3), ("code", 50), ("books", 100), ("held", 7)]}
+    arrays = periodic_arrays({d: (p, 4000, 400) for d, p in [("web", 3), ("code", 50), ("books", 100), ("held", 7)]})
     write_store(root / "store", arrays, vocab_size=257, eod_id=256)
     return root
 

@@ -12,6 +12,7 @@ from proxies.config import TrainConfig
 from proxies.train import train_mixtures
 from regmix.corpus.store import write_store
 from regmix.errors import RegmixError
+from toy_stores import banded_arrays
 
 DOMAINS = ["a", "b", "c"]
 TRAIN = TrainConfig(steps=12, batch=4, seq_len=16, lr=3e-3, warmup_steps=2, block_steps=3, eval_every=3,
@@ -21,9 +22,7 @@ TRAIN = TrainConfig(steps=12, batch=4, seq_len=16, lr=3e-3, warmup_steps=2, bloc
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     # Each domain's tokens lie in its own id range, so a window tells which domain it came from.
-    rng = np.random.default_rng(0)
-    arrays = {d: (rng.integers(10 * i, 10 * i + 10, 3000), rng.integers(10 * i, 10 * i + 10, 200))
-              for i, d in enumerate(DOMAINS)}
+    arrays = banded_arrays(DOMAINS, 3000, 200)
     return write_store(tmp_path_factory.mktemp("store"), arrays, vocab_size=64, eod_id=63)
 
 

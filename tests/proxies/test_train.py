@@ -9,6 +9,7 @@ from proxies.config import TrainConfig
 from proxies.train import train_mixtures
 from regmix.corpus.store import write_store
 from regmix.errors import RegmixError
+from toy_stores import periodic_arrays
 
 DOMAINS = ["a", "b", "c"]
 TRAIN = TrainConfig(steps=12, batch=4, seq_len=32, lr=3e-3, warmup_steps=2, block_steps=4,
@@ -18,13 +19,7 @@ W = np.array([[0.6, 0.4, 0.0], [0.0, 0.0, 1.0], [0.2, 0.3, 0.5]])
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    rng = np.random.default_rng(0)
-
-    def dom(p, n):
-        return (rng.integers(0, 2, n) * p + rng.integers(0, 10, n)) % 256
-
-    arrays = {d: (dom(p, 4000), dom(p, 400)) for d, p in zip(DOMAINS, (3, 50, 100))}
-    arrays["held"] = (dom(7, 400), dom(7, 400))
+    arrays = periodic_arrays({**{d: (p, 4000, 400) for d, p in zip(DOMAINS, (3, 50, 100))}, "held": (7, 400, 400)})
     return write_store(tmp_path_factory.mktemp("store"), arrays, vocab_size=257, eod_id=256)
 
 
