@@ -31,8 +31,9 @@ from regmix.errors import RegmixError
 from regmix.files import usable_cores
 from regmix.progress import Progress
 from regmix.regress.fit import FittedModel
-from regmix.sample import Method, sample_mixtures, tidy_weights
+from regmix.sample import Method, sample_mixtures
 from regmix.space import MixtureSpace
+from regmix.weights import tidy_weights
 
 CHUNK = 200_000
 SCREEN_KEEP = 0.05

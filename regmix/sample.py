@@ -21,7 +21,6 @@ import numpy as np
 from regmix.errors import RegmixError
 from regmix.progress import Progress
 from regmix.space import FEASIBILITY_TOL, MixtureSpace
-from regmix.weights import tidy_weights  # noqa: F401  (re-exported: optimize and the sample command use it)
 
 Method = Literal["regmix", "uniform", "sobol"]
 STREAMS = 4

@@ -9,8 +9,9 @@ from regmix.cli import add_cap_flags, check_cap_numbers, command_parser
 from regmix.config import load_yaml
 from regmix.errors import RegmixError
 from regmix.export import read_token_counts
-from regmix.sample import METHODS, sample_mixtures, tidy_weights
+from regmix.sample import METHODS, sample_mixtures
 from regmix.space import load_space
+from regmix.weights import tidy_weights
 from regmix.tables import write_table
 from regmix.files import check_out
 

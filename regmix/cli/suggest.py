@@ -11,8 +11,9 @@ from regmix.files import check_out, usable_cores
 from regmix.optimize import _target_weights
 from regmix.regress.acquire import choose
 from regmix.regress.fit import FittedModel
-from regmix.sample import METHODS, sample_mixtures, tidy_weights
+from regmix.sample import METHODS, sample_mixtures
 from regmix.space import MixtureSpace, load_space
+from regmix.weights import tidy_weights
 from regmix.tables import write_table
 
 

@@ -3,7 +3,8 @@ import pytest
 
 from regmix.cli import main
 from regmix.errors import RegmixError
-from regmix.sample import diagnose, grid_count, tidy_weights
+from regmix.sample import diagnose, grid_count
+from regmix.weights import tidy_weights
 from regmix.space import MixtureSpace
 from regmix.tables import load_mixtures
 
