@@ -1,4 +1,4 @@
-"""`regmix suggest`: the next mixtures to train, chosen by expected improvement."""
+"""`regmix suggest`: the next mixtures to train, by expected improvement, a D-optimal design, or both."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from regmix.cli import add_cap_flags, check_cap_numbers, command_parser
 from regmix.errors import RegmixError
 from regmix.files import check_out, usable_cores
 from regmix.optimize import _target_weights
-from regmix.regress.acquire import choose
+from regmix.regress.acquire import STRATEGIES, choose
 from regmix.regress.fit import FittedModel
 from regmix.sample import METHODS, sample_mixtures
 from regmix.space import MixtureSpace, load_space
@@ -20,8 +20,10 @@ from regmix.tables import write_table
 def register(sub) -> None:
     p = command_parser(
         sub, "suggest", "Propose the next mixtures to train: expected improvement on the fitted model, "
-        "spread over a batch (kriging believer for the GP, a minimum distance for other models).",
-        "regmix suggest --model models/pile_cc --n 16 --seed 0 --out next.csv   # then: regmix sweep --mixtures next.csv",
+        "spread over a batch (kriging believer for the GP, a minimum distance for other models); or a D-optimal "
+        "design for the log-linear law that builds on the trained runs; or half of each.",
+        "regmix suggest --model models/pile_cc --n 16 --seed 0 --out next.csv   # then: regmix sweep --mixtures next.csv\n"
+        "  regmix suggest --model models/pile_cc --n 16 --strategy mixed --out next.csv",
     )
     p.add_argument("--model", required=True, help="directory written by `regmix fit`")
     p.add_argument("--n", type=int, required=True, help="mixtures to propose")
@@ -30,6 +32,11 @@ def register(sub) -> None:
     p.add_argument("--samples", type=int, default=100_000, help="candidate mixtures drawn (as optimize draws them)")
     p.add_argument("--sampler", choices=METHODS, default="regmix", help="how candidates are drawn")
     p.add_argument("--target-weights", type=float, nargs="+", help="one weight per target of the model")
+    p.add_argument("--strategy", choices=STRATEGIES, default="ei",
+                   help="ei: expected improvement near the predicted optimum; doptimal: the candidates that most raise "
+                   "log det of the log-linear law's information matrix (weights as features, the trained runs included), "
+                   "which spreads runs to learn the law everywhere; mixed: the first half of the batch by ei, the rest "
+                   "doptimal")
     p.add_argument("--explore", type=float, default=0.0,
                    help="share of the batch placed where the GP is least sure (largest posterior variance) instead "
                    "of by expected improvement: better rankings everywhere, slower to the optimum")
@@ -55,15 +62,16 @@ def run(args) -> int:
     cand = sample_mixtures(space, args.samples, rng, args.sampler, threads=usable_cores(), allow_fewer=True,
                            progress=not args.no_progress)
     best = measured_best(args.model, model, weights_T)
-    picked = choose(model.full, model.folds, weights_T, cand, args.n, best, args.explore, args.seed)
+    picked = choose(model.full, model.folds, weights_T, cand, args.n, best, args.explore, args.seed,
+                    args.strategy, model.runs_NxK)
     w = tidy_weights(cand[picked])
     frame = pd.DataFrame(w, columns=list(model.columns))
     width = len(str(len(frame) - 1))
     frame.insert(0, "run", [f"{args.prefix}{i:0{width}d}" for i in range(len(frame))])
     write_table(frame, args.out)
     pred = model.predict(cand[picked]) @ weights_T
-    print(f"{len(frame)} mixtures proposed from {len(cand):,} candidates (predicted {pred.min():.4f} to {pred.max():.4f}; "
-          f"best measured {best:.4f})" if best is not None else f"{len(frame)} mixtures proposed from {len(cand):,} candidates")
+    print(f"{len(frame)} mixtures proposed ({args.strategy}) from {len(cand):,} candidates (predicted {pred.min():.4f} to {pred.max():.4f}; "
+          f"best measured {best:.4f})" if best is not None else f"{len(frame)} mixtures proposed ({args.strategy}) from {len(cand):,} candidates")
     print(f"written to {args.out}")
     return 0
 

@@ -1,4 +1,4 @@
-"""Which mixtures to train next: expected improvement with a batch rule.
+"""Which mixtures to train next: expected improvement with a batch rule, a D-optimal design, or both.
 
 Expected improvement (EI) of a candidate, for minimisation: E[max(best - f, 0)] under the model's
 predictive N(mean, sd). A batch of n is picked greedily. With a joint posterior (the Gaussian
@@ -11,6 +11,17 @@ EI alone puts the runs near the predicted optimum: it finds the best mixture in 
 the ranking elsewhere learns less than from random runs (benchmarks/active_design.py). `explore`
 gives that share of the batch to the largest posterior variance instead (same believer updates,
 among the EI pool and as many random candidates), which spreads runs where the model knows least.
+
+The D-optimal strategy ignores the loss: it picks, greedily from all candidates, the mixtures that
+most raise log det of the information matrix X^T X of the log-linear law's design, the trained runs
+included. The law L = c + exp(b + t . w) is linear in the weights once linearised (log(L - c) =
+b + t . w, and on the simplex b + t . w = sum_k (b + t_k) w_k), so X holds the mixtures' weights.
+Adding x multiplies det by 1 + x^T M^-1 x (its leverage), so each greedy pick is the candidate of
+largest leverage, followed by a Sherman-Morrison update. That design sits on the simplex's corners
+and replicates them; picks are kept a minimum Hellinger distance from the trained runs and from
+each other (as spaced_batch keeps EI picks apart), so a batch spreads over distinct corners and
+edges instead. 'mixed' takes the first half of the
+batch by EI, the rest D-optimal given the trained runs and those EI picks.
 """
 
 from __future__ import annotations
@@ -21,6 +32,8 @@ from scipy.stats import norm
 from regmix.errors import RegmixError
 from regmix.regress.gp import transform
 
+STRATEGIES = ("ei", "doptimal", "mixed")
+RIDGE = 1e-6  # added to the information matrix's diagonal, so fewer runs than domains still invert
 SHORTLIST = 4000  # candidates with the lowest predicted loss that get a predictive sd
 POOL = 400  # of those, the highest-EI ones among which the batch is chosen
 
@@ -62,16 +75,106 @@ def spaced_batch(mean_M: np.ndarray, sd_M: np.ndarray, x_MxD: np.ndarray, n: int
     return picked
 
 
+def design_features(w_NxK: np.ndarray) -> np.ndarray:
+    """The log-linear law's linearised design: the weights themselves (see the module docstring)."""
+    return np.atleast_2d(np.asarray(w_NxK, np.float64))
+
+
+def log_det_information(x_NxD: np.ndarray, ridge: float = RIDGE) -> float:
+    """log det(X^T X + ridge I), the D-criterion of a design."""
+    x = np.atleast_2d(np.asarray(x_NxD, np.float64))
+    sign, value = np.linalg.slogdet(x.T @ x + ridge * np.eye(x.shape[1]))
+    return float(value) if sign > 0 else -np.inf
+
+
+def d_optimal_batch(trained_NxD: np.ndarray | None, cand_MxD: np.ndarray, n: int, exclude=(),
+                    ridge: float = RIDGE, spacing: np.ndarray | None = None,
+                    trained_spacing: np.ndarray | None = None) -> list[int]:
+    """Greedy D-optimal picks: n candidates, each the one that most raises log det of the
+    information matrix of the trained runs and the picks so far. Candidates that repeat an earlier
+    candidate (to 6 decimals) or are in `exclude` are never picked; ties go to the first index.
+
+    `spacing` (the candidates in a space with a metric, e.g. sqrt weights) keeps picks apart: none
+    within a quarter of the candidates' median pairwise distance of an earlier pick or of a trained
+    run (`trained_spacing`, the same coordinates), while any candidate that far away is left. The
+    law's design alone would replicate the simplex's corners, which teaches a regressor of any
+    other shape little."""
+    cand = np.asarray(cand_MxD, np.float64)
+    d = cand.shape[1]
+    info = ridge * np.eye(d)
+    if trained_NxD is not None and len(trained_NxD):
+        x = np.asarray(trained_NxD, np.float64)
+        info += x.T @ x
+    inv = np.linalg.inv(info)
+    lev = np.einsum("md,de,me->m", cand, inv, cand)
+    blocked = np.ones(len(cand), bool)
+    blocked[np.unique(np.round(cand, 6), axis=0, return_index=True)[1]] = False
+    blocked[np.asarray(list(exclude), np.int64)] = True
+    near = np.zeros(len(cand), bool)
+    if spacing is not None:
+        spacing = np.asarray(spacing, np.float64)
+        head = spacing[:500]
+        pair = np.sqrt(_sq_dist(head, head)[np.triu_indices(len(head), 1)])
+        min_dist2 = (0.25 * float(np.median(pair))) ** 2 if len(pair) else 0.0
+        for row in ([] if trained_spacing is None else np.asarray(trained_spacing, np.float64)):
+            near |= ((spacing - row) ** 2).sum(1) < min_dist2
+    picked: list[int] = []
+    for _ in range(min(n, int((~blocked).sum()))):
+        open_ = ~blocked & ~near
+        gain = np.where(open_ if open_.any() else ~blocked, lev, -np.inf)
+        j = int(np.argmax(gain))
+        picked.append(j)
+        blocked[j] = True
+        if spacing is not None:
+            near |= ((spacing - spacing[j]) ** 2).sum(1) < min_dist2
+        u = inv @ cand[j]
+        denom = 1.0 + float(cand[j] @ u)
+        lev -= (cand @ u) ** 2 / denom
+        inv -= np.outer(u, u) / denom
+    return picked
+
+
+def _sq_dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.maximum((a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * (a @ b.T), 0.0)
+
+
 def choose(models_T: list, folds_TxF: list[list] | None, weights_T: np.ndarray, cand_MxK: np.ndarray, n: int,
-           best: float | None = None, explore: float = 0.0, seed: int = 0) -> np.ndarray:
+           best: float | None = None, explore: float = 0.0, seed: int = 0, strategy: str = "ei",
+           runs_NxK: np.ndarray | None = None) -> np.ndarray:
     """Indices of n candidates to train next, for the weighted sum of the targets (lower is better).
 
     `models_T`: the full model per target; `folds_TxF`: the fold models (the sd of models without
-    a posterior). `best`: the best measured objective (default: the lowest predicted)."""
+    a posterior). `best`: the best measured objective (default: the lowest predicted). `strategy`:
+    'ei', 'doptimal' or 'mixed' (half EI, half D-optimal); `runs_NxK`: the trained mixtures, which
+    the D-optimal design builds on."""
     if n < 1:
         raise RegmixError(f"--n must be >= 1, got {n}")
     if not 0 <= explore <= 1:
         raise RegmixError(f"--explore must be a share between 0 and 1, got {explore}")
+    if strategy not in STRATEGIES:
+        raise RegmixError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    if strategy == "doptimal" and explore:
+        raise RegmixError("--explore shares out an EI batch: use it with --strategy ei or mixed, not doptimal")
+    if strategy != "ei" and runs_NxK is None:
+        raise RegmixError("the model keeps no training mixtures (fitted by an older regmix?): refit it with "
+                          "`regmix fit` for a D-optimal design")
+    runs_NxK = None if runs_NxK is None else np.atleast_2d(np.asarray(runs_NxK, np.float64))
+    if strategy == "doptimal":
+        return np.asarray(d_optimal_batch(design_features(runs_NxK), design_features(cand_MxK), n,
+                                          spacing=transform(cand_MxK), trained_spacing=transform(runs_NxK)), np.int64)
+    n_ei = n if strategy == "ei" else n - n // 2
+    picked = ei_batch(models_T, folds_TxF, weights_T, cand_MxK, n_ei, best, explore, seed)
+    if strategy == "ei" or n_ei == n:
+        return picked
+    known = np.concatenate([runs_NxK, cand_MxK[picked]])
+    rest = d_optimal_batch(design_features(known), design_features(cand_MxK), n - n_ei, exclude=picked,
+                           spacing=transform(cand_MxK), trained_spacing=transform(known))
+    return np.concatenate([picked, np.asarray(rest, np.int64)])
+
+
+def ei_batch(models_T: list, folds_TxF: list[list] | None, weights_T: np.ndarray, cand_MxK: np.ndarray, n: int,
+             best: float | None, explore: float, seed: int) -> np.ndarray:
+    """Expected-improvement batch of n candidates (believer for the GP, spaced otherwise)."""
     weights_T = np.asarray(weights_T, np.float64)
     mean = sum(wt * m.predict(cand_MxK) for wt, m in zip(weights_T, models_T))
     short = np.argsort(mean)[: min(len(mean), max(SHORTLIST, 4 * n))]

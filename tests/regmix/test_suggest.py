@@ -1,13 +1,16 @@
 """`regmix suggest`, the batch rules behind it, and the CLI's intervals."""
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from regmix.cli import main
-from regmix.regress.acquire import believer_batch, expected_improvement, spaced_batch
+from regmix.errors import RegmixError
+from regmix.regress.acquire import (believer_batch, choose, d_optimal_batch, design_features, expected_improvement,
+                                    log_det_information, spaced_batch)
 from regmix.tables import load_mixtures
 
 from helpers_tables import synthetic_sweep
@@ -44,6 +47,56 @@ def test_spaced_batch_keeps_picks_apart():
     assert 0 in picked and 1 not in picked
 
 
+def test_d_optimal_raises_log_det_over_random_picks():
+    rng = np.random.default_rng(0)
+    trained, pool = rng.dirichlet(np.ones(5) * 0.7, 12), rng.dirichlet(np.ones(5) * 0.7, 2000)
+    picked = d_optimal_batch(trained, pool, 8)
+    assert len(set(picked)) == 8
+    design = log_det_information(np.concatenate([trained, pool[picked]]))
+    random_ = [log_det_information(np.concatenate([trained, pool[rng.choice(2000, 8, replace=False)]])) for _ in range(50)]
+    assert design > max(random_)
+    # each greedy step raises log det by log(1 + leverage): never less than the best single random addition
+    one = d_optimal_batch(trained, pool, 1)[0]
+    gains = [log_det_information(np.concatenate([trained, pool[[j]]])) for j in range(0, 2000, 7)]
+    assert log_det_information(np.concatenate([trained, pool[[one]]])) >= max(gains) - 1e-9
+
+
+def test_d_optimal_builds_on_the_trained_runs():
+    """Trained runs cover domains 0-2; the first picks go to the corners no run has explored."""
+    corners = np.eye(5)
+    trained = np.repeat(corners[:3], 4, axis=0)
+    picked = d_optimal_batch(trained, np.concatenate([corners, np.full((1, 5), 0.2)]), 2)
+    assert sorted(picked) == [3, 4]
+
+
+def test_d_optimal_skips_repeats_and_keeps_picks_apart():
+    corner = np.array([[1.0, 0, 0], [1.0, 0, 0], [0.999, 0.001, 0], [0, 1.0, 0], [0, 0, 1.0]])
+    assert 1 not in d_optimal_batch(None, corner, 4)  # an exact repeat is never picked
+    spaced = d_optimal_batch(None, corner, 3, spacing=np.sqrt(corner))
+    assert sorted(spaced) == [0, 3, 4]  # the near twin of a pick waits while distinct corners are left
+
+
+def test_choose_strategies_and_bad_input():
+    rng = np.random.default_rng(1)
+    runs, cand = rng.dirichlet(np.ones(4), 20), rng.dirichlet(np.ones(4), 600)
+    y = 3 + np.exp(runs @ np.linspace(-2, 1, 4))
+    from regmix.regress.gp import GPModel
+
+    gp = GPModel().fit(runs, y, 0)
+    ei = choose([gp], None, np.ones(1), cand, 3, float(y.min()), seed=0)
+    mixed = choose([gp], None, np.ones(1), cand, 6, float(y.min()), seed=0, strategy="mixed", runs_NxK=runs)
+    assert list(mixed[:3]) == list(ei) and len(set(mixed)) == 6  # the first half is the EI batch
+    dopt = choose([gp], None, np.ones(1), cand, 6, strategy="doptimal", runs_NxK=runs)
+    gain = lambda idx: log_det_information(design_features(np.concatenate([runs, cand[idx]])))  # noqa: E731
+    assert gain(dopt) > gain(mixed) > gain(choose([gp], None, np.ones(1), cand, 6, float(y.min()), seed=0))
+    with pytest.raises(RegmixError, match="--strategy"):
+        choose([gp], None, np.ones(1), cand, 2, strategy="greedy", runs_NxK=runs)
+    with pytest.raises(RegmixError, match="training mixtures"):
+        choose([gp], None, np.ones(1), cand, 2, strategy="doptimal")
+    with pytest.raises(RegmixError, match="--explore"):
+        choose([gp], None, np.ones(1), cand, 2, explore=0.5, strategy="doptimal", runs_NxK=runs)
+
+
 @pytest.mark.parametrize("kind", ["gp", "mixing-law"])
 def test_suggest_writes_a_trainable_table(fitted, tmp_path, capsys, kind):
     tmp, mix = fitted
@@ -66,6 +119,47 @@ def test_suggest_aims_at_the_optimum(fitted, tmp_path):
                  str(tmp_path / "n.csv"), "--no-progress"]) == 0
     w = load_mixtures(tmp_path / "n.csv").w_NxK
     assert w[:, 0].mean() > load_mixtures(mix).w_NxK[:, 0].mean()
+
+
+@pytest.mark.parametrize("strategy", ["doptimal", "mixed"])
+def test_suggest_design_strategies_in_the_space(fitted, tmp_path, strategy):
+    tmp, mix = fitted
+    space = tmp_path / "space.yaml"
+    space.write_text("bounds: {d0: [0.0, 0.5], d1: [0.1, 1.0]}\n")
+    out = tmp_path / "next.csv"
+    argv = ["suggest", "--model", str(tmp / "gp"), "--n", "6", "--samples", "3000", "--seed", "2", "--space", str(space),
+            "--strategy", strategy, "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    table = load_mixtures(out)  # the format sweep and fit read
+    assert len(table.ids) == 6 and list(table.columns) == list(pd.read_csv(mix).columns[1:])
+    w = table.w_NxK
+    assert np.allclose(w.sum(1), 1, atol=1e-6) and (w[:, 0] <= 0.5 + 1e-6).all() and (w[:, 1] >= 0.1 - 1e-6).all()
+    assert len({tuple(r) for r in np.round(w, 3)}) == 6
+    first = out.read_text()
+    assert main(argv) == 0 and out.read_text() == first  # seeded
+    ei = tmp_path / "ei.csv"
+    assert main(argv[:-5] + ["--out", str(ei), "--no-progress"]) == 0
+    runs = load_mixtures(mix).w_NxK
+    assert log_det_information(np.concatenate([runs, w])) > log_det_information(np.concatenate([runs, load_mixtures(ei).w_NxK]))
+
+
+def test_suggest_strategy_flag_and_old_models(fitted, tmp_path, capsys):
+    tmp, _ = fitted
+    with pytest.raises(SystemExit) as exit_:
+        main(["suggest", "--model", str(tmp / "gp"), "--n", "2", "--strategy", "bogus", "--out", str(tmp_path / "x.csv")])
+    assert exit_.value.code == 2 and "--strategy" in capsys.readouterr().err
+    assert main(["suggest", "--model", str(tmp / "gp"), "--n", "2", "--strategy", "doptimal", "--explore", "0.5",
+                 "--samples", "100", "--out", str(tmp_path / "x.csv"), "--no-progress"]) == 2
+    old = tmp_path / "old"
+    shutil.copytree(tmp / "gp", old)
+    meta = json.loads((old / "model.json").read_text())
+    meta["runs"], meta["run_ids"] = None, []
+    (old / "model.json").write_text(json.dumps(meta))
+    assert main(["suggest", "--model", str(old), "--n", "2", "--strategy", "mixed", "--samples", "100",
+                 "--out", str(tmp_path / "x.csv"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 2 and "--explore" in err and "refit" in err and "Traceback" not in err
+    assert not (tmp_path / "x.csv").exists()
 
 
 def test_suggest_bad_input_is_one_line(fitted, tmp_path, capsys):
