@@ -9,7 +9,7 @@ from regmix.cli import add_cap_flags, check_cap_numbers, command_parser
 from regmix.errors import RegmixError
 from regmix.files import check_out, usable_cores
 from regmix.optimize import _target_weights
-from regmix.regress.acquire import STRATEGIES, choose
+from regmix.regress.acquire import DESIGNS, STRATEGIES, choose
 from regmix.regress.fit import FittedModel
 from regmix.sample import METHODS, sample_mixtures
 from regmix.space import MixtureSpace, load_space
@@ -34,9 +34,12 @@ def register(sub) -> None:
     p.add_argument("--target-weights", type=float, nargs="+", help="one weight per target of the model")
     p.add_argument("--strategy", choices=STRATEGIES, default="ei",
                    help="ei: expected improvement near the predicted optimum; doptimal: the candidates that most raise "
-                   "log det of the log-linear law's information matrix (weights as features, the trained runs included), "
-                   "which spreads runs to learn the law everywhere; mixed: the first half of the batch by ei, the rest "
-                   "doptimal")
+                   "log det of a log-linear law's information matrix (the trained runs included), which spreads runs "
+                   "to learn the law everywhere; mixed: the first half of the batch by ei, the rest doptimal")
+    p.add_argument("--design-features", choices=DESIGNS, default=DESIGNS[0],
+                   help="the D-optimal design's features: log-weights, an intercept and log(w + 0.001) (the law's "
+                   "power-law form; its runs rank best on the RegMix table), or weights (the law regmix fits, "
+                   "c + exp(b + t . w))")
     p.add_argument("--explore", type=float, default=0.0,
                    help="share of the batch placed where the GP is least sure (largest posterior variance) instead "
                    "of by expected improvement: better rankings everywhere, slower to the optimum")
@@ -63,7 +66,7 @@ def run(args) -> int:
                            progress=not args.no_progress)
     best = measured_best(args.model, model, weights_T)
     picked = choose(model.full, model.folds, weights_T, cand, args.n, best, args.explore, args.seed,
-                    args.strategy, model.runs_NxK)
+                    args.strategy, model.runs_NxK, args.design_features)
     w = tidy_weights(cand[picked])
     frame = pd.DataFrame(w, columns=list(model.columns))
     width = len(str(len(frame) - 1))

@@ -13,15 +13,18 @@ gives that share of the batch to the largest posterior variance instead (same be
 among the EI pool and as many random candidates), which spreads runs where the model knows least.
 
 The D-optimal strategy ignores the loss: it picks, greedily from all candidates, the mixtures that
-most raise log det of the information matrix X^T X of the log-linear law's design, the trained runs
-included. The law L = c + exp(b + t . w) is linear in the weights once linearised (log(L - c) =
-b + t . w, and on the simplex b + t . w = sum_k (b + t_k) w_k), so X holds the mixtures' weights.
-Adding x multiplies det by 1 + x^T M^-1 x (its leverage), so each greedy pick is the candidate of
-largest leverage, followed by a Sherman-Morrison update. That design sits on the simplex's corners
-and replicates them; picks are kept a minimum Hellinger distance from the trained runs and from
-each other (as spaced_batch keeps EI picks apart), so a batch spreads over distinct corners and
-edges instead. 'mixed' takes the first half of the
-batch by EI, the rest D-optimal given the trained runs and those EI picks.
+most raise log det of the information matrix X^T X of a log-linear law's design, the trained runs
+included. The law regmix fits (regress/loglinear.py), L = c + exp(b + t . w), is linear in the
+weights once linearised (log(L - c) = b + t . w, and on the simplex b + t . w = sum_k (b + t_k) w_k),
+so its X holds the weights ('weights'). Its power-law form L = c + exp(b + sum_k t_k log(w_k + EPS))
+has X = [1, log(w + EPS)] ('log-weights', the default): that design also values how small a
+weight is, not only how large, and its runs rank the remaining mixtures better than random runs
+or the weights' design do (benchmarks/active_design.py). Adding x multiplies det by 1 + x^T M^-1 x
+(its leverage), so each greedy pick is the candidate of largest leverage, followed by a
+Sherman-Morrison update. Such designs sit on the space's extremes and replicate them; picks are
+kept a minimum Hellinger distance from the trained runs and from each other (as spaced_batch keeps
+EI picks apart), so a batch spreads instead. 'mixed' takes the first half of the batch by EI, the
+rest D-optimal given the trained runs and those EI picks.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ from regmix.errors import RegmixError
 from regmix.regress.gp import transform
 
 STRATEGIES = ("ei", "doptimal", "mixed")
+DESIGNS = ("log-weights", "weights")  # features of the D-optimal design; the first is the default
+EPS = 1e-3  # log(w + EPS): a domain left out counts as a weight of about a thousandth
 RIDGE = 1e-6  # added to the information matrix's diagonal, so fewer runs than domains still invert
 SHORTLIST = 4000  # candidates with the lowest predicted loss that get a predictive sd
 POOL = 400  # of those, the highest-EI ones among which the batch is chosen
@@ -75,9 +80,15 @@ def spaced_batch(mean_M: np.ndarray, sd_M: np.ndarray, x_MxD: np.ndarray, n: int
     return picked
 
 
-def design_features(w_NxK: np.ndarray) -> np.ndarray:
-    """The log-linear law's linearised design: the weights themselves (see the module docstring)."""
-    return np.atleast_2d(np.asarray(w_NxK, np.float64))
+def design_features(w_NxK: np.ndarray, design: str = DESIGNS[0]) -> np.ndarray:
+    """A log-linear law's linearised design (see the module docstring): the weights, or an intercept
+    and the log weights."""
+    if design not in DESIGNS:
+        raise RegmixError(f"--design-features must be one of {', '.join(DESIGNS)}, got {design!r}")
+    w = np.atleast_2d(np.asarray(w_NxK, np.float64))
+    if design == "weights":
+        return w
+    return np.hstack([np.ones((len(w), 1)), np.log(np.clip(w, 0.0, None) + EPS)])
 
 
 def log_det_information(x_NxD: np.ndarray, ridge: float = RIDGE) -> float:
@@ -140,19 +151,20 @@ def _sq_dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def choose(models_T: list, folds_TxF: list[list] | None, weights_T: np.ndarray, cand_MxK: np.ndarray, n: int,
            best: float | None = None, explore: float = 0.0, seed: int = 0, strategy: str = "ei",
-           runs_NxK: np.ndarray | None = None) -> np.ndarray:
+           runs_NxK: np.ndarray | None = None, design: str = DESIGNS[0]) -> np.ndarray:
     """Indices of n candidates to train next, for the weighted sum of the targets (lower is better).
 
     `models_T`: the full model per target; `folds_TxF`: the fold models (the sd of models without
     a posterior). `best`: the best measured objective (default: the lowest predicted). `strategy`:
     'ei', 'doptimal' or 'mixed' (half EI, half D-optimal); `runs_NxK`: the trained mixtures, which
-    the D-optimal design builds on."""
+    the D-optimal design builds on; `design`: its features, one of DESIGNS."""
     if n < 1:
         raise RegmixError(f"--n must be >= 1, got {n}")
     if not 0 <= explore <= 1:
         raise RegmixError(f"--explore must be a share between 0 and 1, got {explore}")
     if strategy not in STRATEGIES:
         raise RegmixError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    design_features(np.ones((1, 1)), design)  # an unknown design fails before any work
     if strategy == "doptimal" and explore:
         raise RegmixError("--explore shares out an EI batch: use it with --strategy ei or mixed, not doptimal")
     if strategy != "ei" and runs_NxK is None:
@@ -160,14 +172,14 @@ def choose(models_T: list, folds_TxF: list[list] | None, weights_T: np.ndarray, 
                           "`regmix fit` for a D-optimal design")
     runs_NxK = None if runs_NxK is None else np.atleast_2d(np.asarray(runs_NxK, np.float64))
     if strategy == "doptimal":
-        return np.asarray(d_optimal_batch(design_features(runs_NxK), design_features(cand_MxK), n,
+        return np.asarray(d_optimal_batch(design_features(runs_NxK, design), design_features(cand_MxK, design), n,
                                           spacing=transform(cand_MxK), trained_spacing=transform(runs_NxK)), np.int64)
     n_ei = n if strategy == "ei" else n - n // 2
     picked = ei_batch(models_T, folds_TxF, weights_T, cand_MxK, n_ei, best, explore, seed)
     if strategy == "ei" or n_ei == n:
         return picked
     known = np.concatenate([runs_NxK, cand_MxK[picked]])
-    rest = d_optimal_batch(design_features(known), design_features(cand_MxK), n - n_ei, exclude=picked,
+    rest = d_optimal_batch(design_features(known, design), design_features(cand_MxK, design), n - n_ei, exclude=picked,
                            spacing=transform(cand_MxK), trained_spacing=transform(known))
     return np.concatenate([picked, np.asarray(rest, np.int64)])
 

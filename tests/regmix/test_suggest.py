@@ -140,7 +140,32 @@ def test_suggest_design_strategies_in_the_space(fitted, tmp_path, strategy):
     ei = tmp_path / "ei.csv"
     assert main(argv[:-5] + ["--out", str(ei), "--no-progress"]) == 0
     runs = load_mixtures(mix).w_NxK
-    assert log_det_information(np.concatenate([runs, w])) > log_det_information(np.concatenate([runs, load_mixtures(ei).w_NxK]))
+    crit = lambda batch: log_det_information(design_features(np.concatenate([runs, batch])))  # noqa: E731
+    assert crit(w) > crit(load_mixtures(ei).w_NxK)
+
+
+def test_design_features():
+    w = np.array([[1.0, 0.0], [0.25, 0.75]])
+    assert np.array_equal(design_features(w, "weights"), w)
+    logw = design_features(w)  # default: an intercept and log(w + 0.001), finite where a weight is 0
+    assert logw.shape == (2, 3) and np.all(logw[:, 0] == 1) and np.isclose(logw[0, 2], np.log(1e-3))
+    with pytest.raises(RegmixError, match="--design-features"):
+        design_features(w, "sqrt")
+
+
+def test_suggest_design_features_flag(fitted, tmp_path):
+    tmp, mix = fitted
+    runs = load_mixtures(mix).w_NxK
+    batches = {}
+    for design in ("weights", "log-weights"):
+        out = tmp_path / f"{design}.csv"
+        assert main(["suggest", "--model", str(tmp / "gp"), "--n", "4", "--samples", "3000", "--strategy", "doptimal",
+                     "--design-features", design, "--out", str(out), "--no-progress"]) == 0
+        batches[design] = load_mixtures(out).w_NxK
+    for design in batches:  # each batch is the better design under its own criterion
+        other = next(d for d in batches if d != design)
+        crit = lambda b: log_det_information(design_features(np.concatenate([runs, b]), design))  # noqa: E731
+        assert crit(batches[design]) > crit(batches[other])
 
 
 def test_suggest_strategy_flag_and_old_models(fitted, tmp_path, capsys):
