@@ -9,7 +9,7 @@ from regmix.cli import add_cap_flags, check_cap_numbers, command_parser
 from regmix.errors import RegmixError
 from regmix.files import check_out, usable_cores
 from regmix.optimize import _target_weights
-from regmix.regress.acquire import DESIGNS, STRATEGIES, choose
+from regmix.regress.acquire import DESIGNS, EI_SHARE, STRATEGIES, choose
 from regmix.regress.fit import FittedModel
 from regmix.sample import METHODS, sample_mixtures
 from regmix.space import MixtureSpace, load_space
@@ -21,7 +21,7 @@ def register(sub) -> None:
     p = command_parser(
         sub, "suggest", "Propose the next mixtures to train: expected improvement on the fitted model, "
         "spread over a batch (kriging believer for the GP, a minimum distance for other models); or a D-optimal "
-        "design for the log-linear law that builds on the trained runs; or half of each.",
+        "design for a log-linear law that builds on the trained runs; or a share of each.",
         "regmix suggest --model models/pile_cc --n 16 --seed 0 --out next.csv   # then: regmix sweep --mixtures next.csv\n"
         "  regmix suggest --model models/pile_cc --n 16 --strategy mixed --out next.csv",
     )
@@ -35,7 +35,9 @@ def register(sub) -> None:
     p.add_argument("--strategy", choices=STRATEGIES, default="ei",
                    help="ei: expected improvement near the predicted optimum; doptimal: the candidates that most raise "
                    "log det of a log-linear law's information matrix (the trained runs included), which spreads runs "
-                   "to learn the law everywhere; mixed: the first half of the batch by ei, the rest doptimal")
+                   "to learn the law everywhere; mixed: the first --ei-share of the batch by ei, the rest doptimal")
+    p.add_argument("--ei-share", type=float, default=EI_SHARE,
+                   help="with --strategy mixed: the share of the batch chosen by ei (at least one mixture)")
     p.add_argument("--design-features", choices=DESIGNS, default=DESIGNS[0],
                    help="the D-optimal design's features: log-weights, an intercept and log(w + 0.001) (the law's "
                    "power-law form; its runs rank best on the RegMix table), or weights (the law regmix fits, "
@@ -66,7 +68,7 @@ def run(args) -> int:
                            progress=not args.no_progress)
     best = measured_best(args.model, model, weights_T)
     picked = choose(model.full, model.folds, weights_T, cand, args.n, best, args.explore, args.seed,
-                    args.strategy, model.runs_NxK, args.design_features)
+                    args.strategy, model.runs_NxK, args.design_features, args.ei_share)
     w = tidy_weights(cand[picked])
     frame = pd.DataFrame(w, columns=list(model.columns))
     width = len(str(len(frame) - 1))

@@ -84,8 +84,12 @@ def test_choose_strategies_and_bad_input():
 
     gp = GPModel().fit(runs, y, 0)
     ei = choose([gp], None, np.ones(1), cand, 3, float(y.min()), seed=0)
-    mixed = choose([gp], None, np.ones(1), cand, 6, float(y.min()), seed=0, strategy="mixed", runs_NxK=runs)
+    mixed = choose([gp], None, np.ones(1), cand, 6, float(y.min()), seed=0, strategy="mixed", runs_NxK=runs, ei_share=0.5)
     assert list(mixed[:3]) == list(ei) and len(set(mixed)) == 6  # the first half is the EI batch
+    quarter = choose([gp], None, np.ones(1), cand, 8, float(y.min()), seed=0, strategy="mixed", runs_NxK=runs)
+    assert list(quarter[:2]) == list(ei[:2]) and len(set(quarter)) == 8  # default: a quarter by EI
+    one = choose([gp], None, np.ones(1), cand, 1, float(y.min()), seed=0, strategy="mixed", runs_NxK=runs)
+    assert list(one) == list(ei[:1])  # at least one EI pick
     dopt = choose([gp], None, np.ones(1), cand, 6, strategy="doptimal", runs_NxK=runs)
     gain = lambda idx: log_det_information(design_features(np.concatenate([runs, cand[idx]])))  # noqa: E731
     assert gain(dopt) > gain(mixed) > gain(choose([gp], None, np.ones(1), cand, 6, float(y.min()), seed=0))
@@ -95,6 +99,8 @@ def test_choose_strategies_and_bad_input():
         choose([gp], None, np.ones(1), cand, 2, strategy="doptimal")
     with pytest.raises(RegmixError, match="--explore"):
         choose([gp], None, np.ones(1), cand, 2, explore=0.5, strategy="doptimal", runs_NxK=runs)
+    with pytest.raises(RegmixError, match="--ei-share"):
+        choose([gp], None, np.ones(1), cand, 2, strategy="mixed", runs_NxK=runs, ei_share=1.5)
 
 
 @pytest.mark.parametrize("kind", ["gp", "mixing-law"])
@@ -175,6 +181,8 @@ def test_suggest_strategy_flag_and_old_models(fitted, tmp_path, capsys):
     assert exit_.value.code == 2 and "--strategy" in capsys.readouterr().err
     assert main(["suggest", "--model", str(tmp / "gp"), "--n", "2", "--strategy", "doptimal", "--explore", "0.5",
                  "--samples", "100", "--out", str(tmp_path / "x.csv"), "--no-progress"]) == 2
+    assert main(["suggest", "--model", str(tmp / "gp"), "--n", "2", "--strategy", "mixed", "--ei-share", "2",
+                 "--samples", "100", "--out", str(tmp_path / "x.csv"), "--no-progress"]) == 2
     old = tmp_path / "old"
     shutil.copytree(tmp / "gp", old)
     meta = json.loads((old / "model.json").read_text())
@@ -183,7 +191,8 @@ def test_suggest_strategy_flag_and_old_models(fitted, tmp_path, capsys):
     assert main(["suggest", "--model", str(old), "--n", "2", "--strategy", "mixed", "--samples", "100",
                  "--out", str(tmp_path / "x.csv"), "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 2 and "--explore" in err and "refit" in err and "Traceback" not in err
+    assert err.count("\n") == 3 and "--explore" in err and "--ei-share" in err and "refit" in err
+    assert "Traceback" not in err
     assert not (tmp_path / "x.csv").exists()
 
 
