@@ -127,13 +127,13 @@ def test_suggest_aims_at_the_optimum(fitted, tmp_path):
     assert w[:, 0].mean() > load_mixtures(mix).w_NxK[:, 0].mean()
 
 
-@pytest.mark.parametrize("strategy", ["doptimal", "mixed"])
-def test_suggest_design_strategies_in_the_space(fitted, tmp_path, strategy):
+@pytest.mark.parametrize("strategy,kind", [("doptimal", "gp"), ("mixed", "gp"), ("mixed", "mixing-law")])
+def test_suggest_design_strategies_in_the_space(fitted, tmp_path, strategy, kind):
     tmp, mix = fitted
     space = tmp_path / "space.yaml"
     space.write_text("bounds: {d0: [0.0, 0.5], d1: [0.1, 1.0]}\n")
     out = tmp_path / "next.csv"
-    argv = ["suggest", "--model", str(tmp / "gp"), "--n", "6", "--samples", "3000", "--seed", "2", "--space", str(space),
+    argv = ["suggest", "--model", str(tmp / kind), "--n", "6", "--samples", "3000", "--seed", "2", "--space", str(space),
             "--strategy", strategy, "--out", str(out), "--no-progress"]
     assert main(argv) == 0
     table = load_mixtures(out)  # the format sweep and fit read
