@@ -16,7 +16,7 @@ from regmix import plots
 from regmix.files import atomic_write_text
 from regmix.pipeline import merging
 from regmix.report_page import to_html  # noqa: F401 (the page writer, shared with `regmix report`)
-from regmix.pipeline.results import MEAN_TARGET, final_runs
+from regmix.pipeline.results import MEAN_TARGET, final_runs, verdict
 
 COLORS = {"optimized": "#d62728", "uniform": "#7f7f7f", "natural": "#1f77b4", "best_proxy": "#2ca02c",
           "optimized_mean": "#ff7f0e"}
@@ -142,6 +142,18 @@ def _fmt_mix(w: dict) -> str:
     return ", ".join(f"{d} {v:.2f}" for d, v in sorted(w.items(), key=lambda kv: -kv[1]) if v >= 0.005)
 
 
+def _margin_table(margins: dict, ref: str) -> list[str]:
+    """Every comparison with its paired interval and verdict ('beats' only when the interval excludes zero)."""
+    lines = [f"| versus | margin (nats/byte, mean +- sd) | 95% paired interval | {ref} better on | verdict |",
+             "| --- | ---: | --- | ---: | --- |"]
+    for b, r in margins.items():
+        ci = r.get("ci95")
+        interval = f"{ci[0]:+.4f} to {ci[1]:+.4f}" if ci and None not in ci and all(map(np.isfinite, ci)) else "none"
+        lines.append(f"| {LABELS.get(b, b)} | {r['mean']:+.4f} +- {r['std']:.4f} | {interval} | "
+                     f"{r['wins']}/{r['n_seeds']} | {ref} {r.get('verdict') or verdict(r['seeds'])} |")
+    return lines
+
+
 def _mean_target_lines(summary: dict) -> list[str]:
     """The section on the second target: the same runs scored by the mean training-domain loss."""
     mt = summary["mean_target"]
@@ -149,12 +161,10 @@ def _mean_target_lines(summary: dict) -> list[str]:
     lines = ["## The other target: mean loss over the training domains", "",
               f"The same final runs, scored by their mean validation loss over the training domains, against "
               f"{LABELS[ref]} (margin = other - reference, > 0: the reference is better):", "",
-              "| versus | margin (nats/byte) | reference better on |", "| --- | ---: | ---: |"]
-    for b, r in mt["margins"].items():
-        lines.append(f"| {LABELS.get(b, b)} | {r['mean']:+.4f} +- {r['std']:.4f} | {r['wins']}/{r['n_seeds']} |")
+              *_margin_table(mt["margins"], "reference")]
     if "uniform" in mt["margins"]:
         r = mt["margins"]["uniform"]
-        word = {"beats": "beats", "ties": "ties with", "loses to": "loses to"}.get(r.get("verdict"), "beats" if r["mean"] > 0 else "does not beat")
+        word = {"beats": "beats", "ties": "ties with", "loses to": "loses to"}[r.get("verdict") or verdict(r["seeds"])]
         lines += ["", f"On the mean loss, {LABELS[ref]} {word} uniform ({r['mean']:+.3f} +- {r['std']:.3f}, "
                   f"{r['wins']}/{r['n_seeds']} seeds); the mixture chosen for the held-out target is a different one, "
                   "which is why the target has to be chosen with care."]
@@ -179,7 +189,7 @@ def markdown(summary: dict, images: dict[str, str]) -> str:
     for b in ("uniform", "natural", "best_proxy"):
         if b in mg:
             r = mg[b]
-            word = r.get("verdict") or ("beats" if r["mean"] > 0 else "loses to")
+            word = r.get("verdict") or verdict(r["seeds"])  # a summary of before verdicts: from its seeds
             ci = r.get("ci95")
             interval = f", 95% paired interval {ci[0]:+.3f} to {ci[1]:+.3f}" if ci and None not in ci else ""
             verdict.append(f"{word} **{LABELS[b]}** ({r['mean']:+.3f} +- {r['std']:.3f} nats/byte{interval}; "
@@ -203,6 +213,8 @@ def markdown(summary: dict, images: dict[str, str]) -> str:
         r = fr[n]
         lines.append(f"| {i} | {LABELS.get(n, n)} | {r['target']:.4f} | {', '.join(f'{v:.3f}' for v in r['seeds'])} | "
                      f"{summary['predicted'][n][t]:.4f} | {r['train_mean']:.4f} |")
+    lines += ["", "Paired margins (baseline - optimized per seed, > 0: optimized better):", "",
+              *_margin_table(mg, "optimized")]
     lines += ["", f"![final runs]({images['final']})", "", "## Mixtures", "",
               "| mixture | weights |", "| --- | --- |"]
     for n, w in summary["mixtures"].items():
