@@ -90,6 +90,9 @@ def plot_final(cfg, out: Path, summary: dict) -> bytes:
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.3), gridspec_kw={"width_ratios": [1.4, 1]})
     ymax = -np.inf
     ymin = np.inf
+    t = cfg.final.train
+    curve_windows = t.eval_windows if t.curve_windows is None else t.curve_windows
+    split_score = curve_windows != t.eval_windows
     for n in summary["mixtures"]:
         seeds = sorted(runs[n])
         steps = np.asarray(runs[n][seeds[0]]["curve_steps"])
@@ -101,11 +104,22 @@ def plot_final(cfg, out: Path, summary: dict) -> bytes:
             ax.fill_between(steps * tokens_per_step / 1e3, c.min(axis=0), c.max(axis=0), color=COLORS.get(n), alpha=0.12)
         ymin = min(ymin, np.nanmin(c))
         ymax = max(ymax, np.nanmax(c[:, len(steps) // 3:]))
+        if split_score:  # the result, scored on more of the split than the curves: a marker of its own
+            score = summary["final_runs"][n]["target"]
+            ax.plot([steps[-1] * tokens_per_step / 1e3], [score], "D", ms=6, color=COLORS.get(n), mec="k")
+            ymin = min(ymin, score)
     if np.isfinite(ymin) and np.isfinite(ymax) and ymax > ymin:
         ax.set_ylim(ymin - 0.05 * (ymax - ymin), ymax + 0.1 * (ymax - ymin))
     ax.set_xlabel("training tokens (thousands)")
     ax.set_ylabel(f"{cfg.target} validation loss (nats/byte)")
-    ax.set_title("Final runs: held-out target loss\n(mean over seeds, band = min..max)", fontsize=10)
+    if split_score:
+        scored = summary["final"].get("target_eval_tokens")
+        whole = "whole split" if t.eval_windows == 0 else f"first {t.eval_windows} windows"
+        ax.set_title(f"Final runs: held-out target loss (mean over seeds, band = min..max)\n"
+                     f"lines: first {curve_windows * t.seq_len / 1e3:.0f}k validation tokens; diamonds: the score, "
+                     f"{whole}{f' ({scored / 1e3:.0f}k)' if scored else ''}", fontsize=9)
+    else:
+        ax.set_title("Final runs: held-out target loss\n(mean over seeds, band = min..max)", fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     margins = summary["margins"]

@@ -115,3 +115,19 @@ def test_bad_limits_are_refused_naming_the_entry(tmp_path, limits, message):
     corpus = _corpus(tmp_path / "c")
     with pytest.raises(RegmixError, match=re.escape(message)):
         prepare(corpus, tmp_path / "s", seq_len=100, progress=False, token_limits=limits)
+
+
+def test_cli_token_limit_flag(tmp_path, capsys):
+    from regmix.cli import main
+
+    corpus = _corpus(tmp_path / "c")
+    assert main(["prepare", "--corpus", str(corpus), "--out", str(tmp_path / "s"), "--seq-len", "16",
+                 "--token-limit", "small=500", "--no-progress"]) == 0
+    assert TokenStore.open(tmp_path / "s").meta["token_limits"] == {"small": 500}
+    capsys.readouterr()
+    for flag, message in (("small=lots", "token_limits.small: expected a positive number of tokens, got 'lots'"),
+                          ("small", "expected DOMAIN=TOKENS"), ("nope=10", "token_limits.nope: unknown domain"),
+                          ("small=0", "token_limits.small: expected a positive number of tokens, got 0")):
+        assert main(["prepare", "--corpus", str(corpus), "--out", str(tmp_path / "t"), "--token-limit", flag]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("regmix: error:") and message in err[0], (flag, err)
