@@ -199,14 +199,14 @@ def markdown(summary: dict, images: dict[str, str]) -> str:
     held = "held-out " if t not in summary["train_domains"] else ""
     lines = [f"# regmix: the best mixture for the {held}'{t}' domain, on {where}", ""]
     opt = fr["optimized"]["target"]
-    verdict = []
+    claims = []
     for b in ("uniform", "natural", "best_proxy"):
         if b in mg:
             r = mg[b]
             word = r.get("verdict") or verdict(r["seeds"])  # a summary of before verdicts: from its seeds
             ci = r.get("ci95")
             interval = f", 95% paired interval {ci[0]:+.3f} to {ci[1]:+.3f}" if ci and None not in ci else ""
-            verdict.append(f"{word} **{LABELS[b]}** ({r['mean']:+.3f} +- {r['std']:.3f} nats/byte{interval}; "
+            claims.append(f"{word} **{LABELS[b]}** ({r['mean']:+.3f} +- {r['std']:.3f} nats/byte{interval}; "
                            f"better on {r['wins']} of {r['n_seeds']} seeds)")
     lines += [
         f"Target: {summary['target_metric']}. {summary['sweep']['n_proxies']} proxies of "
@@ -217,7 +217,7 @@ def markdown(summary: dict, images: dict[str, str]) -> str:
         f"({summary['final']['params_ratio']:.1f}x) x {summary['final']['tokens_per_run'] / 1e3:.0f}k tokens, "
         f"paired over {n_seeds} seed(s) (same initialization for every mixture of a seed).",
         "",
-        f"**Result**: the optimized mixture reaches {opt:.3f} nats/byte; it " + "; ".join(verdict) + ".",
+        f"**Result**: the optimized mixture reaches {opt:.3f} nats/byte; it " + "; ".join(claims) + ".",
         "",
         "## Final runs (lower is better)", "",
         f"| rank | mixture | {t} loss (mean) | per seed | proxy loss predicted by the regressor | mean train-domain loss |",
