@@ -170,14 +170,22 @@ class MixtureBatches:
 
 
 def eval_windows(store: TokenStore, domain: str, seq_len: int, n_windows: int) -> np.ndarray:
-    """The first `n_windows` windows of T+1 tokens of a domain's validation split (stride T)."""
+    """The first `n_windows` windows of T+1 tokens of a domain's validation split (stride T); 0: every whole
+    window of the split (all its tokens but a tail shorter than T)."""
     valid = store.tokens(domain, "valid")
-    n = min(n_windows, (len(valid) - 1) // seq_len)
+    whole = (len(valid) - 1) // seq_len
+    n = whole if n_windows == 0 else min(n_windows, whole)
     if n < 1:
         raise RegmixError(f"{store.path}: seq_len {seq_len} is longer than the validation split of "
                           f"'{domain}' ({len(valid)} tokens)")
     idx = np.arange(n)[:, None] * seq_len + np.arange(seq_len + 1)
     return np.asarray(valid[idx], dtype=np.int32)
+
+
+def eval_tokens(store: TokenStore, domain: str, seq_len: int, n_windows: int) -> int:
+    """Tokens scored per evaluation of `domain` with `n_windows` windows (0: the whole split), without reading them."""
+    whole = max((int(store.meta["domains"][domain]["valid_tokens"]) - 1) // seq_len, 0)
+    return seq_len * (whole if n_windows == 0 else min(n_windows, whole))
 
 
 def bytes_per_token(store: TokenStore, domain: str) -> float:

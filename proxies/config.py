@@ -75,16 +75,19 @@ class TrainConfig:
     grad_clip: float = 1.0
     block_steps: int = 16  # data blocks: exact domain counts over block_steps * batch windows
     eval_every: int = 0  # 0: evaluate at the end only
-    eval_windows: int = 32  # validation windows per domain (the first ones of the split)
+    eval_windows: int = 32  # validation windows per domain the run is scored on (the first ones; 0: all of the split)
+    curve_windows: int | None = None  # windows per domain of the loss curves (eval_every; None: eval_windows, 0: all)
     eval_batch: int = 32
     checkpoint_every: int = 200  # steps between orbax checkpoints (0: never)
     seed: int = 0
 
     def __post_init__(self):
-        for name in ("steps", "batch", "seq_len", "block_steps", "eval_windows", "eval_batch"):
+        for name in ("steps", "batch", "seq_len", "block_steps", "eval_batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("warmup_steps", "eval_every", "checkpoint_every"):
+        if self.curve_windows is not None and self.curve_windows < 0:
+            raise ValueError(f"curve_windows must be >= 0 (0: all; null: eval_windows), got {self.curve_windows}")
+        for name in ("warmup_steps", "eval_every", "eval_windows", "checkpoint_every"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 

@@ -1,7 +1,8 @@
 """Per-domain validation loss of many proxies at once: nats per token and bits per byte.
 
 Every proxy is scored on the same windows: the first `train.eval_windows` windows of each
-domain's validation split. Bits per byte = total nats / ln 2 / bytes covered, with bytes covered =
+domain's validation split (0: every whole window of the split; the loss curves may use fewer,
+`train.curve_windows`). Bits per byte = total nats / ln 2 / bytes covered, with bytes covered =
 tokens scored x the domain's valid_bytes / valid_tokens.
 """
 
@@ -37,13 +38,17 @@ def make_eval_step(cfg: ModelConfig, vocab_size: int):
 
 
 class Evaluator:
-    """`evaluator(params_M) -> (loss_MxE, bpb_MxE)` over `domains` (numpy, float64)."""
+    """`evaluator(params_M) -> (loss_MxE, bpb_MxE)` over `domains` (numpy, float64), on `n_windows` windows
+    per domain (default: `train.eval_windows`; 0: the whole split)."""
 
-    def __init__(self, store: TokenStore, domains: list[str], cfg: ModelConfig, train: TrainConfig):
+    def __init__(self, store: TokenStore, domains: list[str], cfg: ModelConfig, train: TrainConfig,
+                 n_windows: int | None = None):
         self.domains = list(domains)
         self.seq_len = train.seq_len
         self.batch = train.eval_batch
-        self.windows = {d: eval_windows(store, d, train.seq_len, train.eval_windows) for d in domains}
+        n = train.eval_windows if n_windows is None else n_windows
+        self.windows = {d: eval_windows(store, d, train.seq_len, n) for d in domains}
+        self.tokens = {d: len(w) * train.seq_len for d, w in self.windows.items()}  # tokens scored per domain
         self.bytes_per_token = {d: bytes_per_token(store, d) for d in domains}
         self.step = jitted_eval_step(cfg, store.vocab_size)
 

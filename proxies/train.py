@@ -20,8 +20,8 @@ Library API (the sweep and the demo's final runs both call it)::
     ) -> TrainResult
 
 `TrainResult` holds per-domain validation losses (nats per token) and bits per byte at the end
-(`val_loss_MxE`, `bpb_MxE`) and every `train.eval_every` steps (`curve_steps_S`,
-`curve_loss_SxMxE`, `curve_bpb_SxMxE`), the divergence flags, and the final stacked parameters.
+(`val_loss_MxE`, `bpb_MxE`, on `train.eval_windows`) and every `train.eval_every` steps (`curve_steps_S`,
+`curve_loss_SxMxE`, `curve_bpb_SxMxE`, on `train.curve_windows`), the divergence flags, and the final stacked parameters.
 A proxy whose loss turns NaN/inf is flagged (`diverged_M`, `steps_M` = the steps it completed);
 its metrics are NaN and the others train on.
 
@@ -258,7 +258,9 @@ def train_mixtures(store: TokenStore, domains: list[str], w_MxK: np.ndarray, *, 
     # Pad the proxy axis to the mesh by repeating the last proxy; padded results are dropped.
     mesh = proxy_mesh(n_proxies=m, batch=train.batch // world) if mesh is None else mesh
     run_cfg = for_mesh(cfg, mesh)
-    evaluator = Evaluator(store, eval_domains, run_cfg, train)  # validates seq_len early
+    scorer = Evaluator(store, eval_domains, run_cfg, train)  # the result's windows; validates seq_len early
+    curve_n = train.eval_windows if train.curve_windows is None else train.curve_windows
+    evaluator = scorer if curve_n == train.eval_windows else Evaluator(store, eval_domains, run_cfg, train, curve_n)
     mp = padded_size(m, mesh)
     pad = lambda a: np.concatenate([a, np.repeat(a[-1:], mp - m, axis=0)]) if mp > m else a
     late = None if late_w_MxK is None else pad(check_mixtures(late_w_MxK, domains, "late mixture"))
@@ -354,9 +356,13 @@ def train_mixtures(store: TokenStore, domains: list[str], w_MxK: np.ndarray, *, 
 
     curve_loss = np.asarray(rec["curve_loss"], np.float64)[:, :m]
     curve_bpb = np.asarray(rec["curve_bpb"], np.float64)[:, :m]
+    val_loss, val_bpb = curve_loss[-1], curve_bpb[-1]
+    if scorer is not evaluator:  # the curves ran on fewer windows: score the result on its own
+        val_loss, val_bpb = (a[:m] for a in scorer(state.params))
+        val_loss[diverged[:m]], val_bpb[diverged[:m]] = np.nan, np.nan
     diverged, steps_M = diverged[:m], steps_M[:m]
     return TrainResult(
-        eval_domains=eval_domains, val_loss_MxE=curve_loss[-1], bpb_MxE=curve_bpb[-1],
+        eval_domains=eval_domains, val_loss_MxE=val_loss, bpb_MxE=val_bpb,
         curve_steps_S=np.asarray(rec["curve_steps"], np.int64), curve_loss_SxMxE=curve_loss,
         curve_bpb_SxMxE=curve_bpb, diverged_M=diverged, steps_M=steps_M,
         tokens_M=steps_M * tokens_per_step, seconds=time.perf_counter() - t0,

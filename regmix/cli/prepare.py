@@ -6,6 +6,7 @@ import argparse
 
 from regmix.cli import command_parser
 from regmix.corpus.prepare import prepare
+from regmix.errors import RegmixError
 from regmix.files import check_out, disk_full_is_an_error
 
 
@@ -25,6 +26,9 @@ def register(sub) -> None:
     p.add_argument("--seq-len", type=int, default=512,
                    help="training sequence length; each domain needs at least seq_len+1 tokens (default 512)")
     p.add_argument("--bpe-sample-mb", type=float, default=10.0, help="MB of text to train BPE on (default 10)")
+    p.add_argument("--token-limit", action="append", default=[], metavar="DOMAIN=TOKENS",
+                   help="at most TOKENS training tokens of DOMAIN: whole documents in file order (repeatable; "
+                        "the validation split stays whole)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -38,11 +42,27 @@ def _run(args: argparse.Namespace) -> int:
     check_out(args.out, "folder")
     meta = prepare(args.corpus, args.out, tokenizer=args.tokenizer, valid_fraction=args.valid_fraction,
                    text_field=args.text_field, seq_len=args.seq_len,
-                   bpe_sample_bytes=int(args.bpe_sample_mb * 1e6), progress=not args.no_progress)
+                   bpe_sample_bytes=int(args.bpe_sample_mb * 1e6), progress=not args.no_progress,
+                   token_limits=parse_token_limits(args.token_limit))
     print(format_table(meta))
     print(f"wrote {args.out}/meta.json ({meta['tokenizer']['kind']} tokenizer, vocab {meta['vocab_size']}, "
           f"{meta['dtype']}) in {meta['seconds']:.1f} s")
     return 0
+
+
+def parse_token_limits(items: list[str]) -> dict[str, int]:
+    """['code=160000', ...] -> {'code': 160000}; the values are checked by prepare."""
+    limits = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name or name in limits:
+            raise RegmixError(f"--token-limit {item}: expected DOMAIN=TOKENS, each domain once")
+        try:
+            limits[name] = int(value.replace("_", ""))
+        except ValueError:
+            raise RegmixError(f"--token-limit {item}: token_limits.{name}: expected a positive number of tokens, "
+                              f"got {value!r}") from None
+    return limits
 
 
 def format_table(meta: dict) -> str:

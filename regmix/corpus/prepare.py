@@ -5,6 +5,12 @@ batches of about BATCH_BYTES of text. Each domain's `info.json` records a source
 contents + tokenizer + options); a re-run reuses every domain whose hash is unchanged, so an
 interrupted run resumes. Documents go to the validation split by a hash of their bytes (the same
 document always lands in the same split) unless the layout provides validation files.
+
+`token_limits` ({domain: n}) shrink a domain's training split, to give a corpus the skewed shares real
+ones have: its training documents are taken whole, in file order, while their tokens (end-of-document
+ids included) stay within n; the first one that would pass n and every later one are left out. The
+validation split is never limited. A domain's limit is part of its source hash, so a changed limit
+re-tokenizes that domain alone.
 """
 
 from __future__ import annotations
@@ -83,10 +89,12 @@ def prepare(
     bpe_sample_bytes: int = 10_000_000,
     progress: bool = True,
     log=None,
+    token_limits: dict[str, int] | None = None,
 ) -> dict:
     """Tokenize every domain of `corpus` ('demo' = the embedded corpus) into the store `out`.
 
-    Each domain needs at least seq_len + 1 training tokens (one training sequence). Returns meta.
+    Each domain needs at least seq_len + 1 training tokens (one training sequence). `token_limits`:
+    at most this many training tokens of a domain (whole documents in file order). Returns meta.
     """
     log = log or sys.stderr
     if not 0.0 <= valid_fraction < 1.0:
@@ -94,6 +102,7 @@ def prepare(
     corpus = resolve_corpus(corpus)
     out = Path(out)
     sources = discover(corpus)
+    limits = check_token_limits(token_limits, [s.name for s in sources], corpus)
     if any(out.resolve() == (corpus / s.name).resolve() for s in sources):
         raise RegmixError(f"{out}: the store would overwrite the corpus domain folder of the same name")
     if out.is_dir() and not ((out / STORE_MARKER).exists() or (out / "meta.json").is_file()) \
@@ -106,11 +115,25 @@ def prepare(
         clean_temp_files([out, *(out / s.name for s in sources)])
         clean_temp_files([out / s.name for s in sources], "*.bin.tmp")
         return _prepare(corpus, out, sources, tokenizer, valid_fraction, text_field, seq_len, bpe_sample_bytes,
-                        progress, log)
+                        progress, log, limits)
+
+
+def check_token_limits(limits: dict | None, domains: list[str], where: str | Path = "token_limits") -> dict[str, int]:
+    """{domain: n} with every domain known and every n a positive integer; a RegmixError names the entry."""
+    if limits is None:
+        return {}
+    if not isinstance(limits, dict):
+        raise RegmixError(f"{where}: token_limits: expected a mapping of domain to tokens, got {limits!r}")
+    for name, n in limits.items():
+        if name not in domains:
+            raise RegmixError(f"{where}: token_limits.{name}: unknown domain (known: {', '.join(domains)})")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise RegmixError(f"{where}: token_limits.{name}: expected a positive number of tokens, got {n!r}")
+    return dict(limits)
 
 
 def _prepare(corpus, out, sources, tokenizer, valid_fraction, text_field, seq_len, bpe_sample_bytes, progress,
-             log) -> dict:
+             log, limits) -> dict:
     data_hashes = {s.name: _data_hash(s, corpus) for s in sources}
     tok = _make_tokenizer(tokenizer, sources, data_hashes, out, text_field, bpe_sample_bytes, log)
     dtype = dtype_for(tok.vocab_size)
@@ -119,18 +142,22 @@ def _prepare(corpus, out, sources, tokenizer, valid_fraction, text_field, seq_le
     domains = {}
     started = time.perf_counter()
     for src in sources:
+        limit = limits.get(src.name)
+        opts = options if limit is None else {**options, "token_limit": limit}  # unlimited: the hash of before
         source_hash = hashlib.sha256(
-            (json.dumps(options, sort_keys=True) + data_hashes[src.name]).encode()).hexdigest()
+            (json.dumps(opts, sort_keys=True) + data_hashes[src.name]).encode()).hexdigest()
         info = _reusable(out, src.name, source_hash, dtype)
         if info is None:
             t0 = time.perf_counter()
-            info = _tokenize_domain(src, out, tok, dtype, valid_fraction, text_field, source_hash, progress)
+            info = _tokenize_domain(src, out, tok, dtype, valid_fraction, text_field, source_hash, progress, limit)
             rate = (info["train_bytes"] + info["valid_bytes"]) / max(time.perf_counter() - t0, 1e-9) / 1e6
+            cut = "" if limit is None else \
+                f", limited to {limit:,} ({info['dropped_documents']:,} documents left out)"
             print(f"prepare: {src.name}: {info['train_tokens']:,} train / {info['valid_tokens']:,} valid tokens "
-                  f"({rate:.1f} MB/s)", file=log)
+                  f"({rate:.1f} MB/s{cut})", file=log)
         else:
             print(f"prepare: {src.name}: unchanged, reused", file=log)
-        _check_domain(src, info, seq_len, valid_fraction)
+        _check_domain(src, info, seq_len, valid_fraction, limit)
         domains[src.name] = info
     meta = {
         "format": FORMAT,
@@ -142,6 +169,7 @@ def _prepare(corpus, out, sources, tokenizer, valid_fraction, text_field, seq_le
         "corpus": "demo" if str(corpus) == str(resolve_corpus("demo")) else str(corpus),
         "valid_fraction": valid_fraction,
         "text_field": text_field,
+        "token_limits": limits,  # {domain: max training tokens}; {} when none
         "seq_len": seq_len,
         "byte_level_note": "train_bytes/valid_bytes are UTF-8 bytes of the text, for bits per byte",
         "seconds": round(time.perf_counter() - started, 3),
@@ -249,7 +277,12 @@ def _reusable(out: Path, name: str, source_hash: str, dtype: str) -> dict | None
     return info
 
 
-def _tokenize_domain(src, out, tok, dtype, valid_fraction, text_field, source_hash, progress) -> dict:
+def _doc_tokens(raw: bytes, text: str, tok) -> int:
+    """Tokens of one document with its end-of-document id (what the writer will store for it)."""
+    return len(raw) + 1 if tok.kind == "byte" else int(tok.encode_docs([text]).size)
+
+
+def _tokenize_domain(src, out, tok, dtype, valid_fraction, text_field, source_hash, progress, limit=None) -> dict:
 
     folder = out / src.name
     folder.mkdir(parents=True, exist_ok=True)
@@ -257,6 +290,7 @@ def _tokenize_domain(src, out, tok, dtype, valid_fraction, text_field, source_ha
     writers = {s: _SplitWriter(token_file(out, src.name, s), dtype) for s in ("train", "valid")}
     stats = ReadStats()
     threshold = int(valid_fraction * 2**32)
+    taken, full, dropped_docs, dropped_bytes = 0, False, 0, 0  # the token limit's count (train split only)
     bar = tqdm(desc=f"prepare {src.name}", unit="B", unit_scale=True, disable=not progress or None,
                file=sys.stderr, leave=False)
     try:
@@ -270,6 +304,16 @@ def _tokenize_domain(src, out, tok, dtype, valid_fraction, text_field, source_ha
                     stats.replaced_bytes += 1
                 if not src.valid_files:
                     split = "valid" if zlib.crc32(raw) < threshold else "train"
+                if split == "train" and limit is not None:
+                    if not full:
+                        n = _doc_tokens(raw, text, tok)
+                        full = taken + n > limit
+                        taken += 0 if full else n
+                    if full:  # this document and every later one: the limit keeps a prefix in file order
+                        dropped_docs += 1
+                        dropped_bytes += len(raw)
+                        bar.update(len(raw))
+                        continue
                 writers[split].add(raw, text, tok)
                 bar.update(len(raw))
         for w in writers.values():
@@ -287,12 +331,18 @@ def _tokenize_domain(src, out, tok, dtype, valid_fraction, text_field, source_ha
             "source_hash": source_hash}
     assert tuple(info) == DOMAIN_KEYS
     info["skipped_examples"] = stats.examples
+    if limit is not None:
+        info.update(token_limit=limit, dropped_documents=dropped_docs, dropped_bytes=dropped_bytes)
     atomic_write_text(folder / "info.json", json.dumps(info, indent=2) + "\n")
     return info
 
 
-def _check_domain(src: DomainSource, info: dict, seq_len: int, valid_fraction: float) -> None:
+def _check_domain(src: DomainSource, info: dict, seq_len: int, valid_fraction: float, limit=None) -> None:
     where = src.train_files[0].parent
+    if limit is not None and info["train_tokens"] < seq_len + 1:
+        first = "no document fits" if info["documents"] == 0 else f"{info['train_tokens']} tokens fit"
+        raise RegmixError(f"token_limits.{src.name}: a limit of {limit} training tokens keeps too little of "
+                          f"'{src.name}' ({first}; one training sequence needs {seq_len + 1}): raise it")
     if info["documents"] == 0:
         extra = f" ({info['skipped_records']} records skipped, e.g. {info['skipped_examples'][0]})" \
             if info["skipped_records"] else ""

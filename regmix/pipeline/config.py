@@ -25,6 +25,14 @@ class PrepareSection:
     tokenizer: str = "byte"  # byte | bpe:VOCAB (trained on the corpus; slower proxies) | file:tokenizer.json
     valid_fraction: float = 0.05  # share of each domain's documents held out, by a hash of their bytes
     text_field: str = "text"  # the field of .jsonl / .parquet records that holds the text
+    # {domain: at most this many training tokens}: whole documents in file order (the validation split stays
+    # whole), to give the natural mixture the skew real corpora have; prepare refuses a domain the corpus lacks
+    token_limits: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self):
+        for name, n in self.token_limits.items():
+            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+                raise ValueError(f"token_limits.{name}: expected a positive number of tokens, got {n!r}")
 
 
 @dataclass(frozen=True)

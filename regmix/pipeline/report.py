@@ -16,7 +16,7 @@ from regmix import plots
 from regmix.files import atomic_write_text
 from regmix.pipeline import merging
 from regmix.report_page import to_html  # noqa: F401 (the page writer, shared with `regmix report`)
-from regmix.pipeline.results import MEAN_TARGET, final_runs
+from regmix.pipeline.results import MEAN_TARGET, final_runs, verdict
 
 COLORS = {"optimized": "#d62728", "uniform": "#7f7f7f", "natural": "#1f77b4", "best_proxy": "#2ca02c",
           "optimized_mean": "#ff7f0e"}
@@ -90,6 +90,9 @@ def plot_final(cfg, out: Path, summary: dict) -> bytes:
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.3), gridspec_kw={"width_ratios": [1.4, 1]})
     ymax = -np.inf
     ymin = np.inf
+    t = cfg.final.train
+    curve_windows = t.eval_windows if t.curve_windows is None else t.curve_windows
+    split_score = curve_windows != t.eval_windows
     for n in summary["mixtures"]:
         seeds = sorted(runs[n])
         steps = np.asarray(runs[n][seeds[0]]["curve_steps"])
@@ -101,11 +104,22 @@ def plot_final(cfg, out: Path, summary: dict) -> bytes:
             ax.fill_between(steps * tokens_per_step / 1e3, c.min(axis=0), c.max(axis=0), color=COLORS.get(n), alpha=0.12)
         ymin = min(ymin, np.nanmin(c))
         ymax = max(ymax, np.nanmax(c[:, len(steps) // 3:]))
+        if split_score:  # the result, scored on more of the split than the curves: a marker of its own
+            score = summary["final_runs"][n]["target"]
+            ax.plot([steps[-1] * tokens_per_step / 1e3], [score], "D", ms=6, color=COLORS.get(n), mec="k")
+            ymin = min(ymin, score)
     if np.isfinite(ymin) and np.isfinite(ymax) and ymax > ymin:
         ax.set_ylim(ymin - 0.05 * (ymax - ymin), ymax + 0.1 * (ymax - ymin))
     ax.set_xlabel("training tokens (thousands)")
     ax.set_ylabel(f"{cfg.target} validation loss (nats/byte)")
-    ax.set_title("Final runs: held-out target loss\n(mean over seeds, band = min..max)", fontsize=10)
+    if split_score:
+        scored = summary["final"].get("target_eval_tokens")
+        whole = "whole split" if t.eval_windows == 0 else f"first {t.eval_windows} windows"
+        ax.set_title(f"Final runs: held-out target loss (mean over seeds, band = min..max)\n"
+                     f"lines: first {curve_windows * t.seq_len / 1e3:.0f}k validation tokens; diamonds: the score, "
+                     f"{whole}{f' ({scored / 1e3:.0f}k)' if scored else ''}", fontsize=9)
+    else:
+        ax.set_title("Final runs: held-out target loss\n(mean over seeds, band = min..max)", fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     margins = summary["margins"]
@@ -142,6 +156,18 @@ def _fmt_mix(w: dict) -> str:
     return ", ".join(f"{d} {v:.2f}" for d, v in sorted(w.items(), key=lambda kv: -kv[1]) if v >= 0.005)
 
 
+def _margin_table(margins: dict, ref: str) -> list[str]:
+    """Every comparison with its paired interval and verdict ('beats' only when the interval excludes zero)."""
+    lines = [f"| versus | margin (nats/byte, mean +- sd) | 95% paired interval | {ref} better on | verdict |",
+             "| --- | ---: | --- | ---: | --- |"]
+    for b, r in margins.items():
+        ci = r.get("ci95")
+        interval = f"{ci[0]:+.4f} to {ci[1]:+.4f}" if ci and None not in ci and all(map(np.isfinite, ci)) else "none"
+        lines.append(f"| {LABELS.get(b, b)} | {r['mean']:+.4f} +- {r['std']:.4f} | {interval} | "
+                     f"{r['wins']}/{r['n_seeds']} | {ref} {r.get('verdict') or verdict(r['seeds'])} |")
+    return lines
+
+
 def _mean_target_lines(summary: dict) -> list[str]:
     """The section on the second target: the same runs scored by the mean training-domain loss."""
     mt = summary["mean_target"]
@@ -149,12 +175,10 @@ def _mean_target_lines(summary: dict) -> list[str]:
     lines = ["## The other target: mean loss over the training domains", "",
               f"The same final runs, scored by their mean validation loss over the training domains, against "
               f"{LABELS[ref]} (margin = other - reference, > 0: the reference is better):", "",
-              "| versus | margin (nats/byte) | reference better on |", "| --- | ---: | ---: |"]
-    for b, r in mt["margins"].items():
-        lines.append(f"| {LABELS.get(b, b)} | {r['mean']:+.4f} +- {r['std']:.4f} | {r['wins']}/{r['n_seeds']} |")
+              *_margin_table(mt["margins"], "reference")]
     if "uniform" in mt["margins"]:
         r = mt["margins"]["uniform"]
-        word = {"beats": "beats", "ties": "ties with", "loses to": "loses to"}.get(r.get("verdict"), "beats" if r["mean"] > 0 else "does not beat")
+        word = {"beats": "beats", "ties": "ties with", "loses to": "loses to"}[r.get("verdict") or verdict(r["seeds"])]
         lines += ["", f"On the mean loss, {LABELS[ref]} {word} uniform ({r['mean']:+.3f} +- {r['std']:.3f}, "
                   f"{r['wins']}/{r['n_seeds']} seeds); the mixture chosen for the held-out target is a different one, "
                   "which is why the target has to be chosen with care."]
@@ -175,14 +199,14 @@ def markdown(summary: dict, images: dict[str, str]) -> str:
     held = "held-out " if t not in summary["train_domains"] else ""
     lines = [f"# regmix: the best mixture for the {held}'{t}' domain, on {where}", ""]
     opt = fr["optimized"]["target"]
-    verdict = []
+    claims = []
     for b in ("uniform", "natural", "best_proxy"):
         if b in mg:
             r = mg[b]
-            word = r.get("verdict") or ("beats" if r["mean"] > 0 else "loses to")
+            word = r.get("verdict") or verdict(r["seeds"])  # a summary of before verdicts: from its seeds
             ci = r.get("ci95")
             interval = f", 95% paired interval {ci[0]:+.3f} to {ci[1]:+.3f}" if ci and None not in ci else ""
-            verdict.append(f"{word} **{LABELS[b]}** ({r['mean']:+.3f} +- {r['std']:.3f} nats/byte{interval}; "
+            claims.append(f"{word} **{LABELS[b]}** ({r['mean']:+.3f} +- {r['std']:.3f} nats/byte{interval}; "
                            f"better on {r['wins']} of {r['n_seeds']} seeds)")
     lines += [
         f"Target: {summary['target_metric']}. {summary['sweep']['n_proxies']} proxies of "
@@ -193,7 +217,7 @@ def markdown(summary: dict, images: dict[str, str]) -> str:
         f"({summary['final']['params_ratio']:.1f}x) x {summary['final']['tokens_per_run'] / 1e3:.0f}k tokens, "
         f"paired over {n_seeds} seed(s) (same initialization for every mixture of a seed).",
         "",
-        f"**Result**: the optimized mixture reaches {opt:.3f} nats/byte; it " + "; ".join(verdict) + ".",
+        f"**Result**: the optimized mixture reaches {opt:.3f} nats/byte; it " + "; ".join(claims) + ".",
         "",
         "## Final runs (lower is better)", "",
         f"| rank | mixture | {t} loss (mean) | per seed | proxy loss predicted by the regressor | mean train-domain loss |",
@@ -203,6 +227,8 @@ def markdown(summary: dict, images: dict[str, str]) -> str:
         r = fr[n]
         lines.append(f"| {i} | {LABELS.get(n, n)} | {r['target']:.4f} | {', '.join(f'{v:.3f}' for v in r['seeds'])} | "
                      f"{summary['predicted'][n][t]:.4f} | {r['train_mean']:.4f} |")
+    lines += ["", "Paired margins (baseline - optimized per seed, > 0: optimized better):", "",
+              *_margin_table(mg, "optimized")]
     lines += ["", f"![final runs]({images['final']})", "", "## Mixtures", "",
               "| mixture | weights |", "| --- | --- |"]
     for n, w in summary["mixtures"].items():

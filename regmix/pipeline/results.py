@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from proxies.batches import eval_tokens
 from proxies.config import preset
 from proxies.final import collect
 from proxies.model import count_params
@@ -82,10 +83,16 @@ def margins(by_seed: dict[str, list[float]], ref: str, others) -> dict:
         diff = [b - a for a, b in zip(by_seed[ref], by_seed[other])]
         mean, std = _mean_std(diff)
         lo, hi = paired_interval(diff)
-        verdict = "beats" if lo > 0 else "loses to" if hi < 0 else "ties"
         out[other] = {"mean": mean, "std": std, "seeds": diff, "wins": int(sum(d > 0 for d in diff)),
-                      "n_seeds": len(diff), "ci95": [lo, hi], "verdict": verdict}
+                      "n_seeds": len(diff), "ci95": [lo, hi], "verdict": verdict(diff)}
     return out
+
+
+def verdict(diff: list[float]) -> str:
+    """'beats' when the paired 95% interval of the differences (other - ref) lies above zero, 'loses to'
+    when below, 'ties' otherwise (one seed always ties): the only words a comparison is reported in."""
+    lo, hi = paired_interval(list(diff))
+    return "beats" if lo > 0 else "loses to" if hi < 0 else "ties"
 
 
 def paired_interval(diff: list[float], level: float = 0.95) -> tuple[float, float]:
@@ -136,11 +143,17 @@ def build_summary(cfg: PipelineConfig, out: Path) -> dict:
     final_params = count_params(cfg.final.model, vocab)["total"]
     secs = stage_seconds(out)
     ranking = sorted(final, key=lambda n: final[n]["target"])
+    store = TokenStore.open(store_dir(out))
+    t = cfg.final.train
+    scored = eval_tokens(store, cfg.target, t.seq_len, t.eval_windows)
+    valid = int(store.meta["domains"][cfg.target]["valid_tokens"])
     merging, upsampling = merging_summary(cfg, out, runs, margins)
     return {
         "target": cfg.target,
         "target_metric": f"validation loss on '{cfg.target}' ({'held out of' if cfg.held_out else 'one of the'} "
-                         f"training domains), nats per {'byte' if cfg.prepare.tokenizer == 'byte' else 'token'}",
+                         f"training domains), nats per {'byte' if cfg.prepare.tokenizer == 'byte' else 'token'}; "
+                         f"the final runs score {scored:,} of its {valid:,} validation tokens "
+                         f"({'the whole split' if t.eval_windows == 0 else f'the first {t.eval_windows} windows'})",
         "train_domains": domains,
         "stage_seconds": secs,
         "total_seconds": round(sum(secs.values()), 3),
@@ -163,7 +176,8 @@ def build_summary(cfg: PipelineConfig, out: Path) -> dict:
         "final": {"params": final_params, "params_ratio": final_params / proxy_params,
                   "tokens_per_run": cfg.final.train.steps * cfg.final.train.batch * cfg.final.train.seq_len,
                   "seeds": seeds, "paired": "same initialization for every mixture of a seed",
-                  "late_fraction": cfg.final.late_fraction},
+                  "late_fraction": cfg.final.late_fraction,
+                  "target_eval_tokens": scored, "target_valid_tokens": valid},
         "exports": json.loads(done_path(out, "export").read_text())["files"],
         "merging": merging,  # merged vs trained, costs, domain ablations (None: final.merging off)
         "upsampling": upsampling,  # upsampled final runs vs the optimized one, paired over the seeds

@@ -50,7 +50,8 @@ def _workers(n: int) -> int:
 def stage_prepare(cfg: PipelineConfig, out: Path) -> dict:
     p = cfg.prepare
     meta = prepare(cfg.corpus, store_dir(out), tokenizer=p.tokenizer, valid_fraction=p.valid_fraction,
-                   text_field=p.text_field, seq_len=cfg.seq_len, progress=False, log=sys.stderr)
+                   text_field=p.text_field, seq_len=cfg.seq_len, progress=False, log=sys.stderr,
+                   token_limits=dict(p.token_limits))
     for d in cfg.eval_domains:
         if d not in meta["domains"]:
             raise RegmixError(f"unknown domain '{d}' (corpus has: {', '.join(meta['domains'])})")

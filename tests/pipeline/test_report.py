@@ -38,9 +38,11 @@ def test_markdown_and_html_carry_the_numbers():
     images = {k: f"report/{k}.png" for k in ("final", "mixtures", "fit", "times")}
     md = markdown(summary(), images)
     assert md.startswith("# regmix: the best mixture for the held-out 'held' domain")
-    assert "beats **uniform** (+0.200 +- 0.100 nats/byte; better on 2 of 2 seeds)" in md  # no interval: old summary
+    # a summary without verdicts: worded from its seeds' interval (2 seeds, +0.1 and +0.3: it spans zero), not the sign
+    assert "ties **uniform** (+0.200 +- 0.100 nats/byte; better on 2 of 2 seeds)" in md
+    assert "| uniform | +0.2000 +- 0.1000 | none | 2/2 | optimized ties |" in md
     assert "| 1 | optimized (RegMix) | 2.0000 | 2.000, 2.000 |" in md
-    assert "On the mean loss, optimized (RegMix) does not beat uniform" in md
+    assert "On the mean loss, optimized (RegMix) ties with uniform" in md and "beats" not in md.split("## Time")[0]
     assert "- json: `export/mixture.json`" in md and "| total | 1.5 |" in md
     page = to_html(md, {k: b"\x89PNG" for k in images}, images)
     assert page.count("data:image/png;base64,") == 4 and "<table>" in page
@@ -55,6 +57,10 @@ def test_verdicts_intervals_and_how_it_was_made():
     md = markdown(s, {k: f"report/{k}.png" for k in ("final", "mixtures", "fit", "times")})
     assert md.startswith("# regmix: the best mixture for the held-out 'held' domain, on corpus `my_corpus`")
     assert "ties **uniform** (+0.200 +- 0.100 nats/byte, 95% paired interval -0.700 to +1.100;" in md
+    assert "| uniform | +0.2000 +- 0.1000 | -0.7000 to +1.1000 | 2/2 | optimized ties |" in md
+    s["margins"]["uniform"].update(verdict="beats", ci95=[0.05, 0.35], seeds=[0.15, 0.2, 0.25], n_seeds=3, wins=3)
+    md = markdown(s, {k: f"report/{k}.png" for k in ("final", "mixtures", "fit", "times")})
+    assert "it beats **uniform** (+0.200" in md and "| +0.0500 to +0.3500 | 3/3 | optimized beats |" in md
     assert "- command: `regmix run --config my.yaml --out x`" in md and "- regmix 9.9" in md
     page = to_html(md, {k: b"\x89PNG" for k in ("final", "mixtures", "fit", "times")},
                    {k: f"report/{k}.png" for k in ("final", "mixtures", "fit", "times")})

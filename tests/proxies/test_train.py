@@ -92,3 +92,19 @@ def test_bad_inputs(store):
         train_mixtures(store, DOMAINS, W, model="tiny", train=TrainConfig(seq_len=512, steps=2))
     with pytest.raises(RegmixError, match="unknown model preset"):
         train_mixtures(store, DOMAINS, W, model="huge", train=TRAIN)
+
+
+def test_curves_on_fewer_windows_and_the_score_on_the_whole_split(store, together):
+    """curve_windows: the curves on the first windows; the result scored on eval_windows (0: every window)."""
+    import dataclasses
+
+    from proxies.config import preset
+    from proxies.evaluate import Evaluator
+
+    split = dataclasses.replace(TRAIN, eval_windows=0, curve_windows=TRAIN.eval_windows, checkpoint_every=0)
+    r = train_mixtures(store, DOMAINS, W, model="tiny", train=split)
+    np.testing.assert_allclose(r.curve_loss_SxMxE, together.curve_loss_SxMxE, rtol=1e-5)  # same run, same curves
+    whole = Evaluator(store, r.eval_domains, preset("tiny"), split)(r.params)[0]
+    assert Evaluator(store, ["a"], preset("tiny"), split).tokens == {"a": (400 - 1) // 32 * 32}
+    np.testing.assert_allclose(r.val_loss_MxE, whole, rtol=1e-6)
+    assert not np.allclose(r.val_loss_MxE, r.curve_loss_SxMxE[-1], rtol=1e-4)  # 12 windows, not the first 4
