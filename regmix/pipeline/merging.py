@@ -45,7 +45,8 @@ def _corr(a, b) -> dict:
     return {"spearman": float(stats.spearmanr(a, b)[0]), "pearson": float(stats.pearsonr(a, b)[0])}
 
 
-def run_merging(cfg: PipelineConfig, out: Path, optimized: dict[str, float]) -> tuple[dict, dict | None]:
+def run_merging(cfg: PipelineConfig, out: Path, optimized: dict[str, float],
+                natural: dict[str, float]) -> tuple[dict, dict | None]:
     """Train (or resume) the branches, then the comparison, the ablations and the re-ranking; returns
     ablation.json's and rerank.json's records (None: re-ranking off)."""
     from proxies.branches import continued_losses, load_params, train_branches
@@ -87,7 +88,7 @@ def run_merging(cfg: PipelineConfig, out: Path, optimized: dict[str, float]) -> 
     if cfg.final.merging.rerank_top:
         from regmix.pipeline.reranking import rerank
 
-        ranked = rerank(cfg, out, optimized, lambda w: score(w, RERANK_CHUNK), folder)
+        ranked = rerank(cfg, out, optimized, natural, lambda w: score(w, RERANK_CHUNK), folder)
     return json.loads(ablation.read_text()), ranked
 
 

@@ -12,7 +12,6 @@ it is skipped when it exists.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -24,7 +23,7 @@ from regmix.export import read_token_counts
 from regmix.files import atomic_write_json, usable_cores
 from regmix.optimize import CHUNK, INFEASIBLE, SCREEN_KEEP, Objective, parse_constraints
 from regmix.pipeline.config import PipelineConfig
-from regmix.pipeline.layout import store_dir
+from regmix.pipeline.layout import merging_dir, store_dir
 from regmix.regress.fit import FittedModel
 from regmix.sample import sample_mixtures
 from regmix.space import MixtureSpace
@@ -73,18 +72,18 @@ def tv(a: dict[str, float], b: dict[str, float]) -> float:
     return 0.5 * sum(abs(a.get(d, 0.0) - b.get(d, 0.0)) for d in {**a, **b})
 
 
-def rerank(cfg: PipelineConfig, out: Path, optimized: dict[str, float], score, folder: Path) -> dict:
-    """Write (or read) rerank.json; `score(w_NxK)` is the merged target loss of each row."""
+def rerank(cfg: PipelineConfig, out: Path, optimized: dict[str, float], natural: dict[str, float], score,
+           folder: Path) -> dict:
+    """Write (or read) rerank.json; `score(w_NxK)` is the merged target loss of each row; `natural` the
+    space's prior (the natural shares, as optimize had it)."""
     path = folder / FILE
     if path.exists():
         return json.loads(path.read_text())
-    from regmix.pipeline.results import natural_mixture
-
     m = cfg.final.merging
     t0 = time.perf_counter()
     model = FittedModel.load(out / "fit" / "model")
     domains = list(model.domains)
-    ranked, predicted = regressor_ranking(cfg, model, search_space(cfg, out, domains, natural_mixture(out, domains)))
+    ranked, predicted = regressor_ranking(cfg, model, search_space(cfg, out, domains, natural))
     top = ranked[:m.rerank_top]
     k = min(m.rerank_k or cfg.optimize.top_k, len(top))
     named = lambda w: {d: float(x) for d, x in zip(domains, tidy_weights(np.asarray(w) / np.sum(w)))}
@@ -120,9 +119,7 @@ def summary(cfg: PipelineConfig, out: Path, runs: dict, margins) -> dict | None:
     per seed and as a paired margin (positive: the merging-informed choice is better)."""
     if not (cfg.final.merging.enabled and cfg.final.merging.rerank_top):
         return None
-    from regmix.pipeline.merging import FOLDER
-
-    rec = json.loads((Path(out) / FOLDER / FILE).read_text())
+    rec = json.loads((merging_dir(Path(out)) / FILE).read_text())
     seeds, t = list(cfg.final.seeds), cfg.target
     per_seed = {n: [runs[n][s]["val_loss"][t] for s in seeds] for n in ("optimized", NAME)}
     near = rec["tv_to_optimized"] < NEAR_TV

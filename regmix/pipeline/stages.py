@@ -151,7 +151,7 @@ def stage_final(cfg: PipelineConfig, out: Path) -> dict:
     schedules, extra = {}, {}
     if f.merging.enabled:  # merged-model ablations pick the domains the extra runs upsample at the end
         t0 = time.perf_counter()
-        ablation, ranked = run_merging(cfg, out, mixtures["optimized"])
+        ablation, ranked = run_merging(cfg, out, mixtures["optimized"], mixtures["natural"])
         extra["merging_seconds"] = round(time.perf_counter() - t0, 3)
         upsampled, schedules = upsampling_runs(cfg, ablation, mixtures["optimized"])
         mixtures = {**mixtures, **upsampled}

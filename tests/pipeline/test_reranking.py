@@ -81,10 +81,11 @@ def test_the_merging_informed_choice_follows_its_rule(out, tmp_path):
     from regmix.pipeline.results import natural_mixture
 
     optimized = {"a": 0.7, "b": 0.1, "c": 0.1, "d": 0.1}
-    rec = reranking.rerank(c, out, optimized, score, tmp_path)
+    natural = natural_mixture(out, DOMAINS)
+    rec = reranking.rerank(c, out, optimized, natural, score, tmp_path)
     from regmix.regress.fit import FittedModel
 
-    space = reranking.search_space(c, out, DOMAINS, natural_mixture(out, DOMAINS))
+    space = reranking.search_space(c, out, DOMAINS, natural)
     top = reranking.regressor_ranking(c, FittedModel.load(out / "fit" / "model"), space)[0][:50]
     want = top[np.argsort(top @ v)[:5]].mean(0)
     assert rec["top"] == 50 and rec["k"] == 5 and calls == [51, 1]  # the optimized mixture scored with them
@@ -93,7 +94,7 @@ def test_the_merging_informed_choice_follows_its_rule(out, tmp_path):
     assert rec["merged"]["optimized"] == pytest.approx(3 + np.array([0.7, 0.1, 0.1, 0.1]) @ v)
     assert rec["tv_to_optimized"] == pytest.approx(0.5 * np.abs(want - [0.7, 0.1, 0.1, 0.1]).sum(), abs=1e-5)
     assert "mean of the 5 mixtures with the lowest merged held loss among the regressor's 50 best" in rec["rule"]
-    assert reranking.rerank(c, out, optimized, None, tmp_path) == rec  # the file is kept: nothing scored again
+    assert reranking.rerank(c, out, optimized, natural, None, tmp_path) == rec  # the file is kept: nothing scored again
 
 
 def test_summary_pairs_the_two_choices_and_the_report_says_so(tmp_path):
