@@ -133,6 +133,14 @@ def load_params(out: Path, record: dict, j: int):
     return found[1]
 
 
+def _params_ok(out: Path, record: dict, j: int) -> bool:
+    try:
+        load_params(out, record, j)
+    except RegmixError:
+        return False
+    return True
+
+
 def merge_job(out: Path, record: dict, j: int) -> jobs.Job:
     """Job j of the merge folder `out`: 0 the seed, 1 the branches (from the seed's params)."""
     cfg = from_dict(MergeConfig, record["config"], where=str(out / "merge.json"))
@@ -171,6 +179,8 @@ def train_branches(cfg: MergeConfig, out: str | Path, *, where: str = "config", 
         record = create(cfg, out, where, force)
         (out / "jobs").mkdir(exist_ok=True)
         for j in range(len(JOBS)):  # the branches start from the seed: one after the other
+            if job_result(out, j).exists() and not _params_ok(out, record, j):
+                job_result(out, j).unlink()  # its params were discarded (damaged): the result alone is no use
             if not job_result(out, j).exists():
                 jobs.run_jobs(STAGE, out, record, [j], workers=1, batch=cfg.train.batch)
     return record

@@ -54,6 +54,8 @@ class Job:
     progress: Path | None = None  # {"step", "tokens"} of the job, rewritten about once a second
     init_params: object = None  # start from these stacked params (proxies.branches)
     params_dir: Path | None = None  # save the final params here (orbax) before the result
+    snapshots: dict | None = None  # {step: [(proxy m, folder)]}: runs that later runs fork from (proxies.final)
+    start_M: list | None = None  # per proxy the snapshot folder it starts from (None: step 0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,7 +113,8 @@ def train_job(stage: Stage, out: Path, i: int, record: dict | None = None, repli
                          eval_domains=job.eval_domains, late_w_MxK=job.late_w_MxK,
                          late_fraction=job.late_fraction, schedule_M=job.schedule_M, same_init=job.same_init, proxy_ids=job.proxy_ids,
                          lr_scale_M=job.lr_scale_M, checkpoint_dir=job.checkpoint_dir, on_step=on_step,
-                         replicas=replicas, init_params=job.init_params)
+                         replicas=replicas, init_params=job.init_params, snapshots=job.snapshots,
+                         start_M=job.start_M)
     result = result_record(stage, job, res)
     if leads(replicas):
         if job.params_dir is not None:

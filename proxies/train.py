@@ -17,6 +17,8 @@ Library API (the sweep and the demo's final runs both call it)::
         on_step: Callable[[int, int], None] | None = None,   # (steps done, tokens done)
         replicas: Replicas | None = None,           # one of several processes splitting the batches
         init_params=None,                           # start from these stacked params (fresh optimizer)
+        snapshots: dict | None = None,              # {step: [(proxy m, folder)]}: save run m's state there
+        start_M: list | None = None,                # per proxy a snapshot folder: start there, not at step 0
     ) -> TrainResult
 
 `TrainResult` holds per-domain validation losses (nats per token) and bits per byte at the end
@@ -24,6 +26,11 @@ Library API (the sweep and the demo's final runs both call it)::
 `curve_loss_SxMxE`, `curve_bpb_SxMxE`, on `train.curve_windows`), the divergence flags, and the final stacked parameters.
 A proxy whose loss turns NaN/inf is flagged (`diverged_M`, `steps_M` = the steps it completed);
 its metrics are NaN and the others train on.
+
+A snapshot is one run's whole training state (weights, optimizer, curves so far) at a step. A run
+that starts from one (`start_M`) continues at that step: with the same seed, data and schedule up to
+there, it is the run trained from step 0 (final runs upsampled at the end fork from the run without
+upsampling: proxies.final).
 
 Randomness: proxy p is initialised from `fold_in(key(train.seed), p)` (with `same_init`, every
 proxy from that of id 0) and reads the data stream `(train.seed, p)` of `proxies.batches`, so a
@@ -229,13 +236,44 @@ def signature(**parts) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def save_snapshot(folder: Path, step: int, state: TrainState, rec: dict, diverged_M, steps_M, m: int) -> None:
+    """Run m's state and record at `step` (after its evaluation there) as a one-proxy checkpoint."""
+    one = jax.tree.map(lambda x: np.asarray(jax.device_get(x[m:m + 1])), state)
+    checkpoint.save(folder, step, one, {
+        "step": step, "diverged": [bool(diverged_M[m])], "steps": [int(steps_M[m])],
+        "curve_steps": list(rec["curve_steps"]), "curve_loss": [c[m:m + 1] for c in rec["curve_loss"]],
+        "curve_bpb": [c[m:m + 1] for c in rec["curve_bpb"]]})
+
+
+def _from_snapshots(folders: list, state: TrainState, sharding, mp: int, steps: int) -> tuple[TrainState, dict]:
+    """The state stacked from one snapshot per proxy (all at one step; padded to `mp`), and the record
+    to continue from."""
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct((1,) + x.shape[1:], x.dtype), state)
+    found = []
+    for folder in folders:
+        got = checkpoint.restore(Path(folder), abstract, max_step=steps - 1)
+        if got is None:
+            raise RegmixError(f"{folder}: no snapshot to start from (train the run it forks from first)")
+        found.append(got)
+    if len({step for step, _, _ in found}) > 1 or len({json.dumps(r["curve_steps"]) for _, _, r in found}) > 1:
+        raise RegmixError(f"start: snapshots of different steps ({', '.join(str(f) for f in folders)})")
+    found += [found[-1]] * (mp - len(found))
+    stacked = jax.tree.map(lambda *xs: np.concatenate([np.asarray(x) for x in xs]), *[s for _, s, _ in found])
+    recs = [r for _, _, r in found]
+    cat = lambda key: [sum((r[key][t] for r in recs), []) for t in range(len(recs[0]["curve_steps"]))]
+    begin = {"step": found[0][0], "diverged": [r["diverged"][0] for r in recs], "steps": [r["steps"][0] for r in recs],
+             "curve_steps": recs[0]["curve_steps"], "curve_loss": cat("curve_loss"), "curve_bpb": cat("curve_bpb")}
+    return jax.device_put(stacked, sharding), begin
+
+
 def train_mixtures(store: TokenStore, domains: list[str], w_MxK: np.ndarray, *, model="1m",
                    train: TrainConfig = TrainConfig(), eval_domains: list[str] | None = None,
                    late_w_MxK: np.ndarray | None = None, late_fraction: float = 0.0,
                    schedule_M: list | None = None, same_init: bool = False, proxy_ids: np.ndarray | None = None,
                    lr_scale_M: np.ndarray | None = None, checkpoint_dir: Path | None = None,
                    mesh: Mesh | None = None, on_step: Callable[[int, int], None] | None = None,
-                   replicas: Replicas | None = None, init_params=None) -> TrainResult:
+                   replicas: Replicas | None = None, init_params=None, snapshots: dict | None = None,
+                   start_M: list | None = None) -> TrainResult:
     """Train one proxy per row of `w_MxK` (mixtures over `domains`); see the module docstring.
 
     `replicas` (proxies.replicas): this process is one of several that train the same proxies on
@@ -283,12 +321,18 @@ def train_mixtures(store: TokenStore, domains: list[str], w_MxK: np.ndarray, *, 
     if init_params is not None:  # continued training (proxies.branches): these weights, leading axis m
         start = jax.tree.map(lambda x: jnp.asarray(pad(np.asarray(x))), init_params)
         state = jitted_start(train, sharding)(start, state.lr_scale)
+    begin = None
+    if start_M is not None:  # snapshots of other runs at one step (see save_snapshot)
+        if len(start_M) != m:
+            raise RegmixError(f"start: {len(start_M)} snapshots for {m} proxies")
+        state, begin = _from_snapshots(start_M, state, sharding, mp, train.steps)
 
     # final=, f=: the schedule's keys as checkpoints of earlier versions hold them (resumable)
     sig = signature(model=to_dict(cfg), train=to_dict(train), vocab=vocab, domains=domains,
                     eval_domains=eval_domains, w=w_MxK, final=late_w_MxK, f=late_fraction,
                     same_init=same_init, ids=ids_M, scale=scale_M, tokenizer=store.tokenizer_hash,
                     **({} if init_params is None else {"init": params_digest(init_params)}),
+                    **({} if begin is None else {"start": [begin["step"], params_digest(state.params)]}),
                     **({} if phases is None else {"schedule": [None if p is None else [[s, w] for s, w in p]
                                                                for p in phases[:m]]}))
     if replicas is not None:  # the tag: replicas training different runs stop with an error
@@ -297,6 +341,8 @@ def train_mixtures(store: TokenStore, domains: list[str], w_MxK: np.ndarray, *, 
     put = lambda step: jax.device_put(batches.get(step)[:, share], data_sharding)
     rec = {"signature": sig, "step": 0, "diverged": [False] * mp, "steps": [train.steps] * mp,
            "curve_steps": [], "curve_loss": [], "curve_bpb": [], "seconds": 0.0}
+    if begin is not None:
+        rec.update(begin, signature=sig, seconds=0.0)
     if checkpoint_dir is not None:
         found = checkpoint.restore(Path(checkpoint_dir), state, max_step=train.steps)
         if found is not None:
@@ -342,11 +388,15 @@ def train_mixtures(store: TokenStore, domains: list[str], w_MxK: np.ndarray, *, 
         evaluating = step == train.steps or (train.eval_every and step % train.eval_every == 0)
         saving = checkpoint_dir is not None and train.checkpoint_every and (
             step % train.checkpoint_every == 0 and step < train.steps) and leads(replicas)
-        if evaluating or saving:
+        snapping = bool(snapshots) and step in snapshots and leads(replicas)
+        if evaluating or saving or snapping:
             settle(*pending)
             pending = None
         if evaluating:
             evaluate(step)
+        if snapping:
+            for i, folder in snapshots[step]:
+                save_snapshot(Path(folder), step, state, rec, diverged, steps_M, i)
         if saving:
             rec.update(step=step, diverged=diverged.tolist(), steps=steps_M.tolist(),
                        seconds=time.perf_counter() - t0)

@@ -65,7 +65,9 @@ class MergingSection:
     """Merged-model ablations (Na et al. 2024) in the final stage: a seed proxy and one branch per training
     domain at the sweep's settings. Merged models score the first `n_compare` sweep mixtures (against models
     trained from the seed on them, and against the sweep's proxies), ablate each domain around the optimized
-    mixture, and the domains whose doubling helps most are upsampled at the end of extra final runs."""
+    mixture, and the domains whose doubling helps most are upsampled at the end of extra final runs. Re-ranking
+    (regmix.pipeline.reranking): the regressor's `rerank_top` best candidates are scored by merging and the mean
+    of the `rerank_k` best of them trains as the final run `reranked`, paired with `optimized`."""
 
     enabled: bool = False
     seed_steps: int = 0  # 0: the sweep's steps
@@ -75,12 +77,16 @@ class MergingSection:
     upsample_fractions: list[float] = field(default_factory=lambda: [0.1, 0.2])  # last fraction of the steps
     upsample_factor: float = 2.0  # the favoured domains' weights x this in the late phase
     max_upsampled: int = 2  # at most this many favoured domains
+    rerank_top: int = 1000  # regressor's best candidates re-scored by merging (0: no re-ranking, no run)
+    rerank_k: int = 0  # the merging-informed mixture averages this many of them (0: optimize.top_k)
 
     def __post_init__(self):
         if self.seed_steps < 0 or self.branch_steps < 0:
             raise ValueError("final.merging: seed_steps and branch_steps must be >= 0")
         if not self.branch_lr_factor > 0 or not self.upsample_factor > 1:
             raise ValueError("final.merging: branch_lr_factor must be > 0 and upsample_factor > 1")
+        if self.rerank_top < 0 or self.rerank_k < 0 or (self.rerank_top and self.rerank_k > self.rerank_top):
+            raise ValueError("final.merging: rerank_top and rerank_k must be >= 0, rerank_k at most rerank_top")
         if self.n_compare < 3 or self.max_upsampled < 1:
             raise ValueError("final.merging: n_compare must be >= 3 and max_upsampled >= 1")
         if any(not 0 < f < 1 for f in self.upsample_fractions) or len(set(self.upsample_fractions)) != len(

@@ -26,6 +26,10 @@ def sweep_dir(out: Path) -> Path:
     return out / "sweep"
 
 
+def merging_dir(out: Path) -> Path:
+    return out / "merging"
+
+
 def done_path(out: Path, stage: str) -> Path:
     return out / stage / "done.json"
 

@@ -3,7 +3,8 @@ ablations around the optimized mixture, the upsampled final runs they choose, an
 
 Files: DIR/merging/ holds the seed and branches (proxies.branches), compare.json (the first `n_compare`
 sweep mixtures: merged, trained from the seed, the sweep's proxy), ablation.json (the table and the favoured
-domains). Each step is skipped when its file exists, so a killed stage resumes where it was.
+domains), rerank.json (regmix.pipeline.reranking: the regressor's best candidates re-scored by merging).
+Each step is skipped when its file exists, so a killed stage resumes where it was.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from scipy import stats
 
 from regmix.files import atomic_write_json
 from regmix.pipeline.config import PipelineConfig
-from regmix.pipeline.layout import stage_seconds, store_dir, sweep_dir
+from regmix.pipeline.layout import done_path, stage_seconds, store_dir, sweep_dir
 
 FOLDER = "merging"
+RERANK_CHUNK = 64  # merged models scored at a time when re-ranking (one compiled shape)
 
 
 def upsampled_name(f: float) -> str:
@@ -43,8 +45,10 @@ def _corr(a, b) -> dict:
     return {"spearman": float(stats.spearmanr(a, b)[0]), "pearson": float(stats.pearsonr(a, b)[0])}
 
 
-def run_merging(cfg: PipelineConfig, out: Path, optimized: dict[str, float]) -> dict:
-    """Train (or resume) the branches, then the comparison and the ablations; returns ablation.json's record."""
+def run_merging(cfg: PipelineConfig, out: Path, optimized: dict[str, float],
+                natural: dict[str, float]) -> tuple[dict, dict | None]:
+    """Train (or resume) the branches, then the comparison, the ablations and the re-ranking; returns
+    ablation.json's and rerank.json's records (None: re-ranking off)."""
     from proxies.branches import continued_losses, load_params, train_branches
     from proxies.merge import ablation_mixtures, ablation_table, favoured_domains, merged_losses
     from regmix.corpus.store import TokenStore
@@ -55,8 +59,8 @@ def run_merging(cfg: PipelineConfig, out: Path, optimized: dict[str, float]) -> 
     record = train_branches(mcfg, folder, force=True)  # branches of another config there are discarded
     store = TokenStore.open(mcfg.store)
     branches = load_params(folder, record, 1)
-    score = lambda w: merged_losses(branches, w, store=store, eval_domains=[cfg.target], model=mcfg.model,
-                                    train=mcfg.train, names=domains, chunk=len(w))[0][:, 0]
+    score = lambda w, chunk=0: merged_losses(branches, w, store=store, eval_domains=[cfg.target], model=mcfg.model,
+                                             train=mcfg.train, names=domains, chunk=chunk or len(w))[0][:, 0]
     compare = folder / "compare.json"
     if not compare.exists():
         mix = pd.read_csv(sweep_dir(out) / "mixtures.csv")
@@ -80,7 +84,12 @@ def run_merging(cfg: PipelineConfig, out: Path, optimized: dict[str, float]) -> 
         table = ablation_table(names, score(w), domains)
         atomic_write_json(ablation, {"mixture": optimized, "table": table,
                                      "favoured": favoured_domains(table, cfg.final.merging.max_upsampled)})
-    return json.loads(ablation.read_text())
+    ranked = None
+    if cfg.final.merging.rerank_top:
+        from regmix.pipeline.reranking import rerank
+
+        ranked = rerank(cfg, out, optimized, natural, lambda w: score(w, RERANK_CHUNK), folder)
+    return json.loads(ablation.read_text()), ranked
 
 
 def upsampling_runs(cfg: PipelineConfig, ablation: dict, optimized: dict[str, float]) -> tuple[dict, dict]:
@@ -128,9 +137,14 @@ def merging_summary(cfg: PipelineConfig, out: Path, runs: dict, margins) -> tupl
         comparisons[n] = {"fraction": cfg.final.merging.upsample_fractions[names.index(n)],
                           "target": float(np.mean(per_seed[n])), "seeds": per_seed[n],
                           "vs_no_upsampling": margins(per_seed, n, ["optimized"])["optimized"]}
+    try:  # the schedules as trainers read them (the final stage's record)
+        done = json.loads(done_path(out, "final").read_text())
+    except (OSError, ValueError):
+        done = {}
     return merging, {"favoured": abl["favoured"], "factor": cfg.final.merging.upsample_factor,
                      "no_upsampling": {"target": float(np.mean(per_seed["optimized"])), "seeds": per_seed["optimized"]},
-                     "runs": comparisons}
+                     "runs": comparisons, "exports": done.get("schedule_exports", {}),
+                     "export_notes": done.get("export_notes", [])}
 
 
 # -- report ----------------------------------------------------------------------------------------
@@ -177,6 +191,8 @@ def _png(fig, plt) -> bytes:
 
 def report_section(summary: dict, images: dict[str, str]) -> list[str]:
     """Markdown lines of the merging section (none when merging is off)."""
+    from regmix.pipeline.reranking import report_lines
+
     m, up = summary.get("merging"), summary.get("upsampling")
     if not m:
         return []
@@ -205,6 +221,10 @@ def report_section(summary: dict, images: dict[str, str]) -> list[str]:
             lines.append(f"| {r['fraction']:g} | {r['target']:.4f} | {v['mean']:+.4f} | {v['ci95'][0]:+.4f} to "
                          f"{v['ci95'][1]:+.4f} | upsampling {v['verdict']} no upsampling |")
         lines.append("")
+        for name, files in up.get("exports", {}).items():
+            lines.append(f"- schedule of {name} for trainers: " + ", ".join(f"{fmt} `{p}`" for fmt, p in files.items()))
+        lines += [f"- note: {n}" for n in up.get("export_notes", [])]
+        lines.append("")
     elif up:
         lines += [up["note"], ""]
-    return lines
+    return lines + report_lines(summary.get("reranking"))

@@ -21,6 +21,7 @@ from regmix.config import to_dict
 from regmix.corpus.store import TokenStore
 from regmix.errors import RegmixError
 from regmix.pipeline.config import PipelineConfig
+from regmix.pipeline import reranking
 from regmix.pipeline.merging import merging_summary
 from regmix.pipeline.layout import done_path, stage_seconds, store_dir, sweep_dir
 from regmix.regress.fit import FittedModel
@@ -181,6 +182,7 @@ def build_summary(cfg: PipelineConfig, out: Path) -> dict:
         "exports": json.loads(done_path(out, "export").read_text())["files"],
         "merging": merging,  # merged vs trained, costs, domain ablations (None: final.merging off)
         "upsampling": upsampling,  # upsampled final runs vs the optimized one, paired over the seeds
+        "reranking": reranking.summary(cfg, out, runs, margins),  # regressor-only vs merging-informed choice
         "run": {"corpus": cfg.corpus, "regmix_version": __version__, "command": " ".join(["regmix", *sys.argv[1:]]),
                 "config": to_dict(cfg)},
     }

@@ -5,9 +5,9 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
+import warnings
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from proxies.config import SweepConfig
@@ -17,17 +17,17 @@ from proxies.sweep import create_sweep, default_workers, run_sweep
 from regmix.config import to_dict
 from regmix.corpus.prepare import prepare
 from regmix.errors import RegmixError
-from regmix.export import FORMATS, Budget, ExportOptions, Mixture, export, get_format, read_token_counts
+from regmix.export import FORMATS, Budget, ExportOptions, Mixture, Schedule, export, get_format, read_token_counts
 from regmix.files import atomic_write_json, atomic_write_text, locked
 from regmix.optimize import optimize
 from regmix.pipeline.config import PipelineConfig
 from regmix.pipeline.merging import run_merging, upsampling_runs
+from regmix.pipeline.reranking import NAME as RERANKED, search_space
 from regmix.pipeline.layout import STAGES, done_path, mark_done, stage_done, store_dir, sweep_dir
 from regmix.pipeline.report import write_report
 from regmix.pipeline.results import (MEAN_TARGET, build_summary, final_mixtures, natural_mixture, optimized_mixture,
                                      targets_table)
 from regmix.regress.fit import FittedModel, fit_sweep, save_fit
-from regmix.space import MixtureSpace
 from regmix.tables import load_sweep, write_table
 
 
@@ -86,30 +86,29 @@ def stage_fit(cfg: PipelineConfig, out: Path) -> dict:
 def stage_optimize(cfg: PipelineConfig, out: Path) -> dict:
     model = FittedModel.load(out / "fit" / "model")
     domains = list(model.domains)
-    natural = natural_mixture(out, domains)
-    caps = {}
-    if cfg.caps.token_budget > 0:
-        counts = read_token_counts(store_dir(out))
-        caps = {"max_epochs": cfg.caps.max_epochs, "token_budget": cfg.caps.token_budget,
-                "tokens": [counts[d] for d in domains]}
-    space = MixtureSpace.from_prior(domains, np.array([natural[d] for d in domains]), **caps)
+    space = search_space(cfg, out, domains, natural_mixture(out, domains))
     for name, weights in (("mixture", (1.0, 0.0)), ("mixture_mean", (0.0, 1.0))):  # held-out target; mean loss
         res = optimize(model, space, dataclasses.replace(cfg.optimize, target_weights=weights), progress=False)
         atomic_write_json(out / "optimize" / f"{name}.json", res.to_json())
     return {}
 
 
-def export_path(out: Path, fmt: str) -> Path:
-    name = "mixture.json" if fmt == "json" else f"mixture.{fmt}.{get_format(fmt).extension}"
+def export_path(out: Path, fmt: str, stem: str = "mixture") -> Path:
+    name = f"{stem}.json" if fmt == "json" else f"{stem}.{fmt}.{get_format(fmt).extension}"
     return out / "export" / name
 
 
-def stage_export(cfg: PipelineConfig, out: Path) -> dict:
-    """Every format, sized for the pipeline's own final run: its tokens, batch and sequence length."""
+def export_options(cfg: PipelineConfig, out: Path, schedule: Schedule | None = None) -> ExportOptions:
+    """Sized for the pipeline's own final run: its tokens, batch and sequence length."""
     t = cfg.final.train
     tokens = read_token_counts(store_dir(out))
-    opts = ExportOptions(budget=Budget(float(t.steps * t.batch * t.seq_len), tokens),
-                         global_batch_size=t.batch, sequence_length=t.seq_len, seed=cfg.final.seeds[0])
+    return ExportOptions(budget=Budget(float(t.steps * t.batch * t.seq_len), tokens), global_batch_size=t.batch,
+                         sequence_length=t.seq_len, seed=cfg.final.seeds[0], schedule=schedule)
+
+
+def stage_export(cfg: PipelineConfig, out: Path) -> dict:
+    """Every format, sized for the pipeline's own final run."""
+    opts = export_options(cfg, out)
     mix = Mixture(optimized_mixture(out))
     files = {}
     for fmt in FORMATS:
@@ -118,6 +117,29 @@ def stage_export(cfg: PipelineConfig, out: Path) -> dict:
         atomic_write_text(path, file.text)
         files[fmt] = str(path.relative_to(out))
     return {"files": files}
+
+
+def export_schedules(cfg: PipelineConfig, out: Path, schedules: dict[str, list]) -> tuple[dict, list[str]]:
+    """The upsampled runs' schedules [(0, base), (1 - f, late)] through every schedule-capable export format,
+    as DIR/export/mixture_upNN.<format>.<ext>; returns ({run: {format: path}}, the exports' warnings)."""
+    files, notes = {}, []
+    for name, ((_, base), (start, late)) in schedules.items():
+        opts = export_options(cfg, out, Schedule(late, 1.0 - start, cfg.final.train.steps))
+        stem = "mixture" + name.removeprefix("optimized")
+        files[name] = {}
+        for fmt in (f for f in FORMATS if get_format(f).scheduled):
+            with warnings.catch_warnings(record=True) as caught:  # e.g. Levanter moving the switch to a block
+                warnings.simplefilter("always")
+                try:
+                    (file,) = export(Mixture(base), fmt, opts)
+                except RegmixError as err:  # a schedule the format cannot hold at this run's size: said, not written
+                    notes.append(f"{name}: {err}")
+                    continue
+            notes += [f"{name} {fmt}: {w.message}" for w in caught]
+            path = export_path(out, fmt, stem)
+            atomic_write_text(path, file.text)
+            files[name][fmt] = str(path.relative_to(out))
+    return files, notes
 
 
 def stage_final(cfg: PipelineConfig, out: Path) -> dict:
@@ -130,15 +152,22 @@ def stage_final(cfg: PipelineConfig, out: Path) -> dict:
     schedules, extra = {}, {}
     if f.merging.enabled:  # merged-model ablations pick the domains the extra runs upsample at the end
         t0 = time.perf_counter()
-        ablation = run_merging(cfg, out, mixtures["optimized"])
+        ablation, ranked = run_merging(cfg, out, mixtures["optimized"], mixtures["natural"])
         extra["merging_seconds"] = round(time.perf_counter() - t0, 3)
         upsampled, schedules = upsampling_runs(cfg, ablation, mixtures["optimized"])
         mixtures = {**mixtures, **upsampled}
+        if ranked is not None:  # the merging-informed choice, paired with the regressor's over the seeds
+            mixtures[RERANKED] = ranked["mixture"]
+        extra["schedule_exports"], extra["export_notes"] = export_schedules(cfg, out, schedules)
         log(f"final: merging in {extra['merging_seconds']:.0f}s; upsampled at the end: "
-            f"{', '.join(ablation['favoured']) or 'none (no doubled domain helps)'}")
+            f"{', '.join(ablation['favoured']) or 'none (no doubled domain helps)'}"
+            + ("" if ranked is None else f"; re-ranked choice at total variation {ranked['tv_to_optimized']:.3f} "
+               f"from the regressor's"))
+    # the upsampled runs start from the optimized run's state at their switch (unless it has a late mixture)
+    forks = {n: "optimized" for n in schedules} if late is None else None
     plan = make_plan(store_dir(out), list(cfg.train_domains), mixtures, model=f.model, train=f.train,
-                     seeds=list(f.seeds), eval_domains=cfg.eval_domains,
-                     late_mixtures=late, late_fraction=f.late_fraction, schedules=schedules or None, workers=workers)
+                     seeds=list(f.seeds), eval_domains=cfg.eval_domains, late_mixtures=late,
+                     late_fraction=f.late_fraction, schedules=schedules or None, forks=forks, workers=workers)
     runs = run_final(plan, out / "final", workers=workers)
     missing = [(n, s) for n in mixtures for s in f.seeds if s not in runs[n]]
     if missing:

@@ -80,6 +80,17 @@ def test_quick_demo_writes_summary_report_and_exports(quick):
     assert "## The sweep" in md and "(spread of the cross-validation fold models)" in md
     for png in ("final", "mixtures", "fit", "times", "merging", "ablation", "sweep"):
         assert (quick / "report" / f"{png}.png").read_bytes()[:4] == b"\x89PNG"
+    # re-ranking: the merging-informed choice paired with the regressor's over the same seeds
+    r = s["reranking"]
+    assert r["regressor_only"]["seeds"] == s["final_runs"]["optimized"]["seeds"] and r["top"] == 64
+    diff = np.array(r["regressor_only"]["seeds"]) - np.array(r["merging_informed"]["seeds"])
+    assert np.allclose(r["vs_regressor_only"]["seeds"], diff) and "### Re-ranking" in md
+    # the upsampled runs fork from the optimized one; their schedules are exported for trainers
+    plan = json.loads((quick / "final" / "plan.json").read_text())
+    up = s["upsampling"]
+    assert set(plan.get("forks", {})) == set(up.get("runs", {}))
+    for name, files in up.get("exports", {}).items():
+        assert [len(parse((quick / rel).read_text(), fmt)) for fmt, rel in files.items()] == [2] * len(files)
 
 
 def test_merging_notebook_reads_the_demo_folder_and_draws_every_figure(quick, tmp_path, monkeypatch):

@@ -84,6 +84,8 @@ def test_no_favoured_domain_means_no_upsampled_runs(folder):
     ({"n_compare": 2}, "n_compare"),
     ({"upsample_factor": 1.0}, "upsample_factor"),
     ({"seed_steps": -1}, "seed_steps"),
+    ({"rerank_top": -1}, "rerank_top"),
+    ({"rerank_top": 10, "rerank_k": 11}, "rerank_k at most rerank_top"),
 ])
 def test_bad_merging_sections_are_refused(tmp_path, section, match):
     (tmp_path / "c.yaml").write_text(json.dumps({"final": {"merging": section}}))

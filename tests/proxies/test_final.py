@@ -79,3 +79,49 @@ def test_schedules_in_a_plan(store, tmp_path):
         plan_for(store, schedules={"even": [(0, {"a": 1.0}), (4, {"b": 1.0})]})
     with pytest.raises(RegmixError, match="schedule for unknown mixture 'zz'"):
         plan_for(store, schedules={"zz": [(0, {"a": 1.0})]})
+
+
+FORK_TRAIN = TrainConfig(steps=12, batch=4, seq_len=16, lr=3e-3, warmup_steps=2, block_steps=4, eval_every=4,
+                         eval_windows=2, eval_batch=2, checkpoint_every=4)
+EVEN = {"a": 0.5, "b": 0.5}
+UP = {"even": EVEN, "a_only": {"a": 1.0}, "even_up": EVEN}
+UP_SCHEDULE = {"even_up": [(0, EVEN), (0.75, {"b": 1.0})]}  # switches at step 9, inside the block of steps 8-11
+
+
+def fork_plan(store, seeds=(0,), **kw):
+    return make_plan(store.path, ["a", "b"], UP, model=PRESETS["tiny"], train=FORK_TRAIN, seeds=list(seeds),
+                     eval_domains=["a", "b"], schedules=UP_SCHEDULE, **kw)
+
+
+def test_a_forked_run_is_the_run_trained_from_step_0(store, tmp_path):
+    two = fork_plan(store, seeds=(0, 1), forks={"even_up": "even"}, workers=2)
+    assert two["forks"] == {"even_up": {"from": "even", "step": 8}}  # the block boundary before the switch
+    starts = [j for j in two["jobs"] if "start" in j]
+    assert [j["seed"] for j in starts] == [0, 1] and all(j["mixtures"] == ["even_up"] for j in starts)
+    assert all("even_up" not in j["mixtures"] for j in two["jobs"] if "start" not in j)
+    assert [j.get("snapshots") for j in two["jobs"] if "even" in j["mixtures"]] == [[["even", 8]]] * 2
+    forked = fork_plan(store, forks={"even_up": "even"}, workers=2)  # one run a job: other group sizes too
+    plain = run_final(fork_plan(store), tmp_path / "plain", workers=1)
+    got = run_final(forked, tmp_path / "forked", workers=1)
+    strip = lambda runs: {n: {s: {k: v for k, v in r.items() if k != "seconds"} for s, r in by.items()}
+                          for n, by in runs.items()}
+    assert strip(got) == strip(plain)  # every mixture and seed, curves included, to the last bit
+    assert got["even_up"][0]["curve_loss"]["b"][-1] != got["even"][0]["curve_loss"]["b"][-1]  # it did switch
+    assert not (tmp_path / "forked" / "jobs" / "forks").exists()  # snapshots go once every job is done
+    # the forked result lost, its snapshot gone with the others: the run it forks from trains again first
+    up = next(j for j, job in enumerate(forked["jobs"]) if job.get("start"))
+    job_path(tmp_path / "forked", up).unlink()
+    assert strip(run_final(forked, tmp_path / "forked", workers=1)) == strip(plain)
+
+
+def test_fork_checks(store):
+    with pytest.raises(RegmixError, match="only a run with a schedule"):
+        fork_plan(store, forks={"a_only": "even"})
+    with pytest.raises(RegmixError, match="without a schedule"):
+        fork_plan(store, forks={"even_up": "nope"})
+    with pytest.raises(RegmixError, match="must start with the mixture of 'a_only'"):
+        fork_plan(store, forks={"even_up": "a_only"})
+    early = make_plan(store.path, ["a", "b"], UP, model=PRESETS["tiny"], train=FORK_TRAIN, seeds=[0],
+                      eval_domains=["a", "b"], schedules={"even_up": [(0, EVEN), (3, {"b": 1.0})]},
+                      forks={"even_up": "even"})
+    assert "forks" not in early and all("start" not in j for j in early["jobs"])  # switch in the first block

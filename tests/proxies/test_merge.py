@@ -165,3 +165,24 @@ def test_ablation_table_picks_the_domains_whose_doubling_helps():
     late = upsampled(np.array([0.6, 0.3, 0.1]), ["a", "b", "c"], ["c"])
     np.testing.assert_allclose(late, [0.6 * 0.8 / 0.9, 0.3 * 0.8 / 0.9, 0.2])
     np.testing.assert_allclose(upsampled(np.array([0.6, 0.4]), ["a", "b"], ["a", "b"]), [0.6, 0.4])
+
+
+def test_damaged_seed_params_train_the_seed_again(merged_run, tmp_path):
+    import shutil
+
+    from proxies import branches as br
+    from proxies.branches import MergeConfig
+    from regmix.config import from_dict
+
+    out = tmp_path / "copy"
+    shutil.copytree(merged_run, out)
+    record = json.loads((out / "merge.json").read_text())
+    seed = json.loads(br.job_result(out, 0).read_text())
+    biggest = max((p for p in br.params_dir(out, 0).rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    data = bytearray(biggest.read_bytes())
+    data[len(data) // 2:len(data) // 2 + 16] = bytes(16)  # damaged: fails to read or fails its checksum
+    biggest.write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match="discarded"):
+        br.train_branches(from_dict(MergeConfig, record["config"]), out)
+    assert json.loads(br.job_result(out, 0).read_text())["val_loss"] == seed["val_loss"]  # trained again, the same
+    br.load_params(out, record, 0)  # and its params are there again
