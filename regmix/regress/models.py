@@ -27,6 +27,7 @@ from regmix.regress.kinds import MODEL_KINDS
 from regmix.regress.compiled import compiled_predictor
 from regmix.regress.gp import GPModel
 from regmix.regress.loglinear import LogLinearModel
+from regmix.regress.stack import StackModel
 from regmix.regress.treecheck import validate_tree_file
 
 
@@ -113,6 +114,35 @@ class LightGBMModel:
         for path in paths:
             validate_tree_file(path, n_features)
         return cls([lgb.Booster(model_file=str(path)) for path in paths], meta["rounds"])
+
+
+EPS = 1e-4  # floor of log(w + EPS): below a 0.01% share a domain counts as absent
+
+
+def mixture_features(w_NxK: np.ndarray) -> np.ndarray:
+    """The weights plus log(w + EPS), presence (w > 0), the number of domains present and the
+    mixture's entropy: what `lightgbm-features` splits on."""
+    w = np.clip(np.asarray(w_NxK, np.float64), 0.0, None)
+    present = (w > 0).astype(np.float64)
+    entropy = -(w * np.log(np.where(w > 0, w, 1.0))).sum(1, keepdims=True)
+    return np.concatenate([w, np.log(w + EPS), present, present.sum(1, keepdims=True), entropy], axis=1)
+
+
+class FeatureLightGBMModel(LightGBMModel):
+    """LightGBM on `mixture_features` of the weights instead of the raw weights."""
+
+    kind = "lightgbm-features"
+    screens = False
+
+    def fit(self, w_NxK, y_N, seed: int = 0) -> "FeatureLightGBMModel":
+        return super().fit(mixture_features(w_NxK), y_N, seed)
+
+    def predict(self, w_NxK, screen: bool = False) -> np.ndarray:
+        return np.mean([b.predict(mixture_features(w_NxK), num_threads=1) for b in self.boosters], axis=0)
+
+    @classmethod
+    def load(cls, directory: Path, meta: dict, n_features: int | None = None) -> "FeatureLightGBMModel":
+        return super().load(directory, meta, None if n_features is None else 3 * n_features + 2)
 
 
 class LinearModel:
@@ -240,7 +270,8 @@ class EnsembleModel:
         return cls([load_model(directory, m, n_features) for m in meta["members"]])
 
 
-_CLASSES = {c.kind: c for c in (GPModel, LightGBMModel, LogLinearModel, LinearModel, MixingLawModel, EnsembleModel)}
+_CLASSES = {c.kind: c for c in (GPModel, LightGBMModel, FeatureLightGBMModel, LogLinearModel, LinearModel, MixingLawModel,
+                                 EnsembleModel, StackModel)}
 
 
 def make_model(kind: str):
