@@ -9,7 +9,8 @@ seed) scored on its out-of-fold predictions.
     nice python benchmarks/learning_curve.py --out bench-out/lc            # Pile-CC, all models
     nice python benchmarks/learning_curve.py --all-targets --models gp lightgbm --out bench-out/lc13
 
-Writes learning_curve.csv and learning_curve.md under --out.
+Writes learning_curve.csv, learning_curve.md and learning_curve_subsets.csv (one row per
+subset, for paired comparisons of models on the same runs) under --out.
 
     nice python benchmarks/learning_curve.py --coverage 0.8 --models gp lightgbm --out bench-out/cov
 
@@ -171,16 +172,21 @@ def main(argv=None) -> int:
     p.add_argument("--subsets", type=int, default=10, help="random subsets per size")
     p.add_argument("--large-subsets", type=int, default=3,
                    help="subsets at n >= 256 (each 512 one is a 5-fold CV): keeps the default run short")
+    p.add_argument("--stack-members", nargs="+", choices=MODEL_KINDS, help="members of the stack model (default: its own)")
     p.add_argument("--all-targets", action="store_true", help="all 13 losses instead of Pile-CC")
     p.add_argument("--coverage", type=float, metavar="LEVEL", help="measure interval coverage instead (first target)")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
+    if args.stack_members:
+        from regmix.regress.stack import StackModel
+
+        StackModel.member_kinds = tuple(args.stack_members)
     every = [c for c in load_metrics(embedded_tables()[1]).columns]
     mix, y_NxT, names = load_sweep(None, None, [EMBEDDED_TARGET] + [c for c in every if c != EMBEDDED_TARGET])
     if args.coverage:
         return main_coverage(args, mix, y_NxT, names)
     w = mix.w_NxK
-    rows = []
+    rows, subsets = [], []
     scored = range(len(names)) if args.all_targets else [0]
     for t in scored:
         name = names[t]
@@ -189,6 +195,8 @@ def main(argv=None) -> int:
                 reps = args.subsets if n < 256 else min(args.subsets, args.large_subsets)
                 start = time.perf_counter()
                 res = np.array([one(kind, w, y_NxT, t, n, s) for s in range(reps)])
+                subsets += [{"target": name, "model": kind, "runs": n, "subset": s, "spearman": r[0], "regret": r[1]}
+                            for s, r in enumerate(res)]
                 rows.append({
                     "target": name.removeprefix("metric/the_pile_").removesuffix("_val_loss"), "model": kind, "runs": n,
                     "subsets": reps, "spearman_mean": np.nanmean(res[:, 0]), "spearman_sd": np.nanstd(res[:, 0], ddof=1) if reps > 1 else 0.0,
@@ -202,6 +210,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     frame.to_csv(out / "learning_curve.csv", index=False)
+    pd.DataFrame(subsets).to_csv(out / "learning_curve_subsets.csv", index=False)  # for paired comparisons
     (out / "learning_curve.md").write_text(markdown(frame))
     print(markdown(frame))
     return 0

@@ -32,6 +32,7 @@ def blend_weights(p_NxM: np.ndarray, y_N: np.ndarray) -> tuple[np.ndarray, float
 class StackModel:
     kind = "stack"
     inner_folds = 5
+    member_kinds = MEMBERS  # benchmarks/learning_curve.py --stack-members measures other sets
 
     def __init__(self, members=None, weights_M=None, intercept: float = 0.0):
         self.members = members
@@ -45,20 +46,22 @@ class StackModel:
         n = len(y_N)
         folds = max(2, min(self.inner_folds, n // 4))
         fold_N = np.random.default_rng(seed + 104_729).permutation(n) % folds
-        oof_NxM = np.zeros((n, len(MEMBERS)))
+        oof_NxM = np.zeros((n, len(self.member_kinds)))
         for f in range(folds):
             train, test = fold_N != f, fold_N == f
-            for j, kind in enumerate(MEMBERS):
+            for j, kind in enumerate(self.member_kinds):
                 oof_NxM[test, j] = make_model(kind).fit(w_NxK[train], y_N[train], seed + f).predict(w_NxK[test])
         self.weights_M, self.intercept = blend_weights(oof_NxM, y_N)
-        self.members = [make_model(kind).fit(w_NxK, y_N, seed) for kind in MEMBERS]
+        self.members = [make_model(kind).fit(w_NxK, y_N, seed) for kind in self.member_kinds]
         return self
 
-    def predict(self, w_NxK) -> np.ndarray:
+    screens = True  # predict(screen=True): each member's own cheaper first-pass estimate
+
+    def predict(self, w_NxK, screen: bool = False) -> np.ndarray:
         out = np.full(len(w_NxK), self.intercept)
         for wt, m in zip(self.weights_M, self.members):
             if wt > 0:  # a member with no weight is not evaluated
-                out += wt * m.predict(w_NxK)
+                out += wt * (m.predict(w_NxK, screen=True) if screen and getattr(m, "screens", False) else m.predict(w_NxK))
         return out
 
     def save(self, directory: Path, stem: str) -> dict:
