@@ -135,13 +135,13 @@ class FeatureLightGBMModel(LightGBMModel):
     """LightGBM on `mixture_features` of the weights instead of the raw weights."""
 
     kind = "lightgbm-features"
-    screens = False
 
     def fit(self, w_NxK, y_N, seed: int = 0) -> "FeatureLightGBMModel":
         return super().fit(mixture_features(w_NxK), y_N, seed)
 
     def predict(self, w_NxK, screen: bool = False) -> np.ndarray:
-        return np.mean([b.predict(mixture_features(w_NxK), num_threads=1) for b in self.boosters], axis=0)
+        """Mean of the bag (`screen=True`: the first booster alone); compiled trees for large inputs."""
+        return super().predict(mixture_features(w_NxK), screen)
 
     @classmethod
     def load(cls, directory: Path, meta: dict, n_features: int | None = None) -> "FeatureLightGBMModel":

@@ -129,3 +129,12 @@ def test_feature_trees_for_another_number_of_domains_are_refused(saved, tmp_path
     path.write_text(json.dumps(meta))
     with pytest.raises(RegmixError, match="features"):
         FittedModel.load(tmp_path / "m")
+
+
+def test_feature_trees_predict_many_candidates_like_the_boosters(saved):
+    """Large inputs (the compiled path, or the screening booster) see the same features as fitting."""
+    model = saved["lightgbm-features"][0].full[0]
+    many = np.random.default_rng(5).dirichlet(np.ones(5) * 0.5, 12_000)
+    ref = np.mean([b.predict(mixture_features(many)) for b in model.boosters], axis=0)
+    assert np.allclose(model.predict(many), ref, atol=1e-9)
+    assert np.allclose(model.predict(many, screen=True), model.boosters[0].predict(mixture_features(many)), atol=1e-9)
