@@ -138,3 +138,16 @@ def test_feature_trees_predict_many_candidates_like_the_boosters(saved):
     ref = np.mean([b.predict(mixture_features(many)) for b in model.boosters], axis=0)
     assert np.allclose(model.predict(many), ref, atol=1e-9)
     assert np.allclose(model.predict(many, screen=True), model.boosters[0].predict(mixture_features(many)), atol=1e-9)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_optimize_finds_the_known_optimum(kind):
+    """`regmix optimize` on these models: loss 3 + exp(w . t), t increasing, is least at the first domain."""
+    from regmix.optimize import OptimizeConfig, optimize
+
+    rng = np.random.default_rng(7)
+    w = rng.dirichlet(np.ones(4) * 0.7, 64)
+    y = 3.0 + np.exp(w @ np.linspace(-2.0, 1.0, 4))
+    model = _fitted(kind, w, y)
+    result = optimize(model, config=OptimizeConfig(samples=20_000, top_k=20, seed=0), progress=False)
+    assert result.weights_K[0] > 0.6, result.weights_K
