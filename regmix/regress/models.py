@@ -11,7 +11,8 @@ Each model: `fit(w_NxK, y_N, seed)`, `predict(w_NxK)`, and a pickle-free `save(d
 - `loglinear`: L = c + exp(b + t . w) with a Huber loss (regress/loglinear.py).
 - `lightgbm-features`: LightGBM on log weights, presence indicators, the number of domains
   present and the entropy (`mixture_features`).
-- `stack`: a non-negative blend of gp, lightgbm and loglinear learned out of fold (regress/stack.py).
+- `stack`: a non-negative blend of gp, lightgbm-features and loglinear learned out of fold
+  (regress/stack.py).
 """
 
 from __future__ import annotations
