@@ -306,3 +306,6 @@ def load_model(directory: Path, meta: dict, n_features: int | None = None):
     if kind not in _CLASSES:
         raise RegmixError(f"{directory}: unknown model kind {str(kind)[:40]!r} in model.json")
     return _CLASSES[kind].load(directory, meta, n_features)
+
+
+StackModel.make_member, StackModel.load_member = staticmethod(make_model), staticmethod(load_model)

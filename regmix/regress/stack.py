@@ -40,6 +40,10 @@ class StackModel:
     kind = "stack"
     inner_folds = 5
     member_kinds = MEMBERS  # benchmarks/learning_curve.py --stack-members measures other sets
+    # regress/models.py sets these to its make_model and load_model (the registry of kinds holds
+    # this class, so this module cannot import it)
+    make_member = None
+    load_member = None
 
     def __init__(self, members=None, weights_M=None, intercept: float = 0.0):
         self.members = members
@@ -47,8 +51,7 @@ class StackModel:
         self.intercept = float(intercept)
 
     def fit(self, w_NxK, y_N, seed: int = 0) -> "StackModel":
-        from regmix.regress.models import make_model
-
+        make_model = type(self).make_member
         w_NxK, y_N = np.asarray(w_NxK, np.float64), np.asarray(y_N, np.float64)
         n = len(y_N)
         folds = max(2, min(self.inner_folds, n // 4))
@@ -77,8 +80,7 @@ class StackModel:
 
     @classmethod
     def load(cls, directory: Path, meta: dict, n_features: int | None = None) -> "StackModel":
-        from regmix.regress.models import load_model
-
+        load_model = cls.load_member
         where = directory / "model.json"
         members = meta["members"]
         if not isinstance(members, list) or not members:
