@@ -9,6 +9,15 @@ seed) scored on its out-of-fold predictions.
     nice python benchmarks/learning_curve.py --out bench-out/lc            # Pile-CC, all models
     nice python benchmarks/learning_curve.py --all-targets --models gp lightgbm --out bench-out/lc13
 
+    nice python benchmarks/learning_curve.py --all-targets --sizes 16 32 64 --subsets 5 \
+        --models gp gp-shared gp-shared-prior --out bench-out/lc-shared   # multi-target sharing
+    nice python benchmarks/learning_curve.py --models stack --stack-members gp lightgbm loglinear --out bench-out/lc-stack
+
+gp-shared (one GP kernel fitted to all 13 losses at once) and gp-shared-prior (one GP per loss,
+its log hyperparameters pulled towards gp-shared's) exist only here: both ranked worse than one GP
+per loss (mean Spearman over the 13 losses at 16/32/64 runs: 0.64/0.87/0.93 and 0.82/0.94/0.975
+vs 0.87/0.93/0.976), so they are not regressors of `regmix fit`.
+
 Writes learning_curve.csv, learning_curve.md and learning_curve_subsets.csv (one row per
 subset, for paired comparisons of models on the same runs) under --out.
 
