@@ -9,7 +9,17 @@ seed) scored on its out-of-fold predictions.
     nice python benchmarks/learning_curve.py --out bench-out/lc            # Pile-CC, all models
     nice python benchmarks/learning_curve.py --all-targets --models gp lightgbm --out bench-out/lc13
 
-Writes learning_curve.csv and learning_curve.md under --out.
+    nice python benchmarks/learning_curve.py --all-targets --sizes 16 32 64 --subsets 5 \
+        --models gp gp-shared gp-shared-prior --out bench-out/lc-shared   # multi-target sharing
+    nice python benchmarks/learning_curve.py --models stack --stack-members gp lightgbm loglinear --out bench-out/lc-stack
+
+gp-shared (one GP kernel fitted to all 13 losses at once) and gp-shared-prior (one GP per loss,
+its log hyperparameters pulled towards gp-shared's) exist only here: both ranked worse than one GP
+per loss (mean Spearman over the 13 losses at 16/32/64 runs: 0.64/0.87/0.93 and 0.82/0.94/0.975
+vs 0.87/0.93/0.976), so they are not regressors of `regmix fit`.
+
+Writes learning_curve.csv, learning_curve.md and learning_curve_subsets.csv (one row per
+subset, for paired comparisons of models on the same runs) under --out.
 
     nice python benchmarks/learning_curve.py --coverage 0.8 --models gp lightgbm --out bench-out/cov
 
@@ -32,6 +42,7 @@ import pandas as pd
 from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from regmix.regress.gp import GPModel, _nlml, transform  # noqa: E402
 from regmix.regress.kinds import MODEL_KINDS  # noqa: E402
 from regmix.regress.models import make_model  # noqa: E402
 from regmix.tables import EMBEDDED_TARGET, embedded_tables, load_metrics, load_sweep  # noqa: E402
@@ -44,18 +55,87 @@ def scores(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[float, float]:
     return rho, float(y_true[int(np.argmin(y_pred))] - y_true.min())
 
 
-def one(kind: str, w: np.ndarray, y: np.ndarray, n: int, seed: int) -> tuple[float, float]:
+SHARED = "gp-shared"  # benchmark only: one GP kernel fitted jointly to all 13 losses (regress/gp.fit_shared)
+_shared_cache: dict = {}
+
+
+SHARED_PRIOR = "gp-shared-prior"  # benchmark only: per-target GP, log-hyperparameters pulled towards gp-shared's
+PRIOR_WEIGHT = 0.5  # penalty 0.5 * PRIOR_WEIGHT * |p - p_shared|^2 on the log hyperparameters
+
+
+def fit_shared(w: np.ndarray, y_NxT: np.ndarray, seed: int) -> list[GPModel]:
+    """One GP per target, all with the same hyperparameters (lengthscales, signal and noise
+    variance), fitted jointly to the standardised targets: the sum of their log marginal
+    likelihoods, from the starts GPModel uses."""
+    from scipy.optimize import minimize
+
+    x = transform(w)
+    n, d = x.shape
+    z = (y_NxT - y_NxT.mean(0)) / np.where(y_NxT.std(0) > 0, y_NxT.std(0), 1.0)
+    sq = (x.T[:, :, None] - x.T[:, None, :]) ** 2
+    base = np.log(np.maximum(x.std(axis=0), 1e-3) * np.sqrt(d))
+    lo = np.concatenate([base - 7.0, [np.log(1e-2), np.log(1e-6)]])
+    hi = np.concatenate([base + 5.0, [np.log(1e2), np.log(2.0)]])
+    rng = np.random.default_rng(seed)
+    best = None
+    for s in range(GPModel.starts if n <= 256 else 2):
+        ls0 = base + (0.0 if s == 0 else rng.normal(0.0, 0.7, d))
+        p0 = np.clip(np.concatenate([ls0, [0.0, np.log(0.05 if s == 0 else rng.uniform(0.01, 0.3))]]), lo, hi)
+        res = minimize(_nlml, p0, args=(sq, z), jac=True, method="L-BFGS-B", bounds=list(zip(lo, hi)),
+                       options={"maxiter": GPModel.max_iter})
+        if np.isfinite(res.fun) and (best is None or res.fun < best.fun):
+            best = res
+    p = best.x
+    return [GPModel(w, y_NxT[:, t], p[:d], p[d], p[d + 1], float(y_NxT[:, t].mean()), float(y_NxT[:, t].std()) or 1.0)
+            for t in range(y_NxT.shape[1])]
+
+
+def fit_with_prior(w: np.ndarray, y: np.ndarray, centre: GPModel, seed: int) -> GPModel:
+    """A one-target GP whose negative log marginal likelihood is penalised towards `centre`'s
+    hyperparameters (a Gaussian prior on the log lengthscales, signal and noise variances)."""
+    from scipy.optimize import minimize
+
+    x = transform(w)
+    z = (y - y.mean()) / (y.std() or 1.0)
+    sq = (x.T[:, :, None] - x.T[:, None, :]) ** 2
+    p_c = np.concatenate([centre.log_ls_D, [centre.log_sf2, centre.log_sn2]])
+
+    def objective(p):
+        value, grad = _nlml(p, sq, z)
+        return value + 0.5 * PRIOR_WEIGHT * np.sum((p - p_c) ** 2), grad + PRIOR_WEIGHT * (p - p_c)
+
+    res = minimize(objective, p_c, jac=True, method="L-BFGS-B", options={"maxiter": 200})
+    d = x.shape[1]
+    return GPModel(w, y, res.x[:d], res.x[d], res.x[d + 1], float(y.mean()), float(y.std()) or 1.0)
+
+
+def fit_predict(kind: str, w: np.ndarray, y_all: np.ndarray, t: int, train, test, seed: int) -> np.ndarray:
+    """Fit on the `train` rows of target t and predict the `test` rows. gp-shared fits its kernel
+    on every target's training losses (all 13 are measured at every run); one fit serves all t."""
+    if kind not in (SHARED, SHARED_PRIOR):
+        return make_model(kind).fit(w[train], y_all[train, t], seed).predict(w[test])
+    key = (train.tobytes(), seed)
+    if key not in _shared_cache:
+        if len(train) > 128:  # large fits: keep only the latest (memory)
+            _shared_cache.clear()
+        _shared_cache[key] = fit_shared(w[train], y_all[train], seed)
+    shared = _shared_cache[key][t]
+    if kind == SHARED_PRIOR:
+        shared = fit_with_prior(w[train], y_all[train, t], shared, seed)
+    return shared.predict(w[test])
+
+
+def one(kind: str, w: np.ndarray, y_all: np.ndarray, t: int, n: int, seed: int) -> tuple[float, float]:
+    y = y_all[:, t]
     rng = np.random.default_rng(1000 + seed)
     if n < len(y):
         idx = rng.permutation(len(y))
         train, test = idx[:n], idx[n:]
-        model = make_model(kind).fit(w[train], y[train], seed)
-        return scores(y[test], model.predict(w[test]))
+        return scores(y[test], fit_predict(kind, w, y_all, t, train, test, seed))
     fold = rng.permutation(len(y)) % 5
     oof = np.empty_like(y)
     for f in range(5):
-        model = make_model(kind).fit(w[fold != f], y[fold != f], seed + f)
-        oof[fold == f] = model.predict(w[fold == f])
+        oof[fold == f] = fit_predict(kind, w, y_all, t, np.flatnonzero(fold != f), np.flatnonzero(fold == f), seed + f)
     return scores(y, oof)
 
 
@@ -96,30 +176,36 @@ def main_coverage(args, mixtures, y_NxT, names) -> int:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", nargs="+", default=list(MODEL_KINDS), choices=MODEL_KINDS)
+    p.add_argument("--models", nargs="+", default=list(MODEL_KINDS), choices=[*MODEL_KINDS, SHARED, SHARED_PRIOR])
     p.add_argument("--sizes", nargs="+", type=int, default=list(SIZES))
     p.add_argument("--subsets", type=int, default=10, help="random subsets per size")
     p.add_argument("--large-subsets", type=int, default=3,
                    help="subsets at n >= 256 (each 512 one is a 5-fold CV): keeps the default run short")
+    p.add_argument("--stack-members", nargs="+", choices=MODEL_KINDS, help="members of the stack model (default: its own)")
     p.add_argument("--all-targets", action="store_true", help="all 13 losses instead of Pile-CC")
     p.add_argument("--coverage", type=float, metavar="LEVEL", help="measure interval coverage instead (first target)")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
-    if args.all_targets:
-        targets = [c for c in load_metrics(embedded_tables()[1]).columns]
-    else:
-        targets = [EMBEDDED_TARGET]
-    mix, y_NxT, names = load_sweep(None, None, targets)
+    if args.stack_members:
+        from regmix.regress.stack import StackModel
+
+        StackModel.member_kinds = tuple(args.stack_members)
+    every = [c for c in load_metrics(embedded_tables()[1]).columns]
+    mix, y_NxT, names = load_sweep(None, None, [EMBEDDED_TARGET] + [c for c in every if c != EMBEDDED_TARGET])
     if args.coverage:
         return main_coverage(args, mix, y_NxT, names)
     w = mix.w_NxK
-    rows = []
-    for t, name in enumerate(names):
+    rows, subsets = [], []
+    scored = range(len(names)) if args.all_targets else [0]
+    for t in scored:
+        name = names[t]
         for kind in args.models:
             for n in args.sizes:
                 reps = args.subsets if n < 256 else min(args.subsets, args.large_subsets)
                 start = time.perf_counter()
-                res = np.array([one(kind, w, y_NxT[:, t], n, s) for s in range(reps)])
+                res = np.array([one(kind, w, y_NxT, t, n, s) for s in range(reps)])
+                subsets += [{"target": name, "model": kind, "runs": n, "subset": s, "spearman": r[0], "regret": r[1]}
+                            for s, r in enumerate(res)]
                 rows.append({
                     "target": name.removeprefix("metric/the_pile_").removesuffix("_val_loss"), "model": kind, "runs": n,
                     "subsets": reps, "spearman_mean": np.nanmean(res[:, 0]), "spearman_sd": np.nanstd(res[:, 0], ddof=1) if reps > 1 else 0.0,
@@ -133,6 +219,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     frame.to_csv(out / "learning_curve.csv", index=False)
+    pd.DataFrame(subsets).to_csv(out / "learning_curve_subsets.csv", index=False)  # for paired comparisons
     (out / "learning_curve.md").write_text(markdown(frame))
     print(markdown(frame))
     return 0

@@ -34,7 +34,9 @@ class FitConfig:
     """How a regressor is fitted (`regmix fit` and the pipeline's fit stage)."""
 
     # One of regmix.regress.kinds.MODEL_KINDS. The GP ranks best out of sample on the RegMix table
-    # at 64, 128 and 512 runs (benchmarks/learning_curve.py).
+    # at 64, 128 and 512 runs (benchmarks/learning_curve.py) of the single models; `stack` ranks a
+    # little better still (Spearman +0.001-0.004) with no better top-1 regret, at 6-20x the fitting
+    # time and without the GP's predictive sd (intervals, `regmix suggest`).
     kind: str = "gp"
     folds: int = 5  # out-of-fold scores from k-fold cross-validation
     seed: int = 0

@@ -202,7 +202,9 @@ class GPModel:
 
 
 def _nlml(p: np.ndarray, sq_DxNxN: np.ndarray, z_N: np.ndarray) -> tuple[float, np.ndarray]:
-    """Negative log marginal likelihood and its gradient in (log lengthscales, log sf2, log sn2)."""
+    """Negative log marginal likelihood and its gradient in (log lengthscales, log sf2, log sn2).
+    `z_N` may be `z_NxM`: the sum over M targets of one kernel (benchmarks/learning_curve.py's
+    gp-shared, which ranked worse than one kernel per target)."""
     d = len(sq_DxNxN)
     inv_l2 = np.exp(-2.0 * p[:d])
     sf2, sn2 = math.exp(p[d]), math.exp(p[d + 1])
@@ -215,9 +217,9 @@ def _nlml(p: np.ndarray, sq_DxNxN: np.ndarray, z_N: np.ndarray) -> tuple[float, 
     except np.linalg.LinAlgError:
         return 1e25, np.zeros_like(p)
     alpha = cho_solve(c, z_N)
-    n = len(z_N)
-    value = 0.5 * z_N @ alpha + np.log(np.diag(c[0])).sum() + 0.5 * n * math.log(2 * math.pi)
-    w_inner = np.outer(alpha, alpha) - cho_solve(c, np.eye(n))
+    n, m = len(z_N), (1 if z_N.ndim == 1 else z_N.shape[1])  # z_NxM: M targets sharing one kernel
+    value = 0.5 * np.sum(z_N * alpha) + m * (np.log(np.diag(c[0])).sum() + 0.5 * n * math.log(2 * math.pi))
+    w_inner = (np.outer(alpha, alpha) if m == 1 else alpha @ alpha.T) - m * cho_solve(c, np.eye(n))
     wk = w_inner * kf
     grad = np.empty_like(p)
     grad[:d] = -0.5 * np.tensordot(sq_DxNxN, wk, axes=([1, 2], [0, 1])) * inv_l2

@@ -9,6 +9,10 @@ Each model: `fit(w_NxK, y_N, seed)`, `predict(w_NxK)`, and a pickle-free `save(d
 - `ensemble`: the mean of the three.
 - `gp`: a Gaussian process on sqrt(w) (regress/gp.py).
 - `loglinear`: L = c + exp(b + t . w) with a Huber loss (regress/loglinear.py).
+- `lightgbm-features`: LightGBM on log weights, presence indicators, the number of domains
+  present and the entropy (`mixture_features`).
+- `stack`: a non-negative blend of gp, lightgbm-features and loglinear learned out of fold
+  (regress/stack.py).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from regmix.regress.kinds import MODEL_KINDS
 from regmix.regress.compiled import compiled_predictor
 from regmix.regress.gp import GPModel
 from regmix.regress.loglinear import LogLinearModel
+from regmix.regress.stack import StackModel
 from regmix.regress.treecheck import validate_tree_file
 
 
@@ -113,6 +118,35 @@ class LightGBMModel:
         for path in paths:
             validate_tree_file(path, n_features)
         return cls([lgb.Booster(model_file=str(path)) for path in paths], meta["rounds"])
+
+
+EPS = 1e-4  # floor of log(w + EPS): below a 0.01% share a domain counts as absent
+
+
+def mixture_features(w_NxK: np.ndarray) -> np.ndarray:
+    """The weights plus log(w + EPS), presence (w > 0), the number of domains present and the
+    mixture's entropy: what `lightgbm-features` splits on."""
+    w = np.clip(np.asarray(w_NxK, np.float64), 0.0, None)
+    present = (w > 0).astype(np.float64)
+    entropy = -(w * np.log(np.where(w > 0, w, 1.0))).sum(1, keepdims=True)
+    return np.concatenate([w, np.log(w + EPS), present, present.sum(1, keepdims=True), entropy], axis=1)
+
+
+class FeatureLightGBMModel(LightGBMModel):
+    """LightGBM on `mixture_features` of the weights instead of the raw weights."""
+
+    kind = "lightgbm-features"
+
+    def fit(self, w_NxK, y_N, seed: int = 0) -> "FeatureLightGBMModel":
+        return super().fit(mixture_features(w_NxK), y_N, seed)
+
+    def predict(self, w_NxK, screen: bool = False) -> np.ndarray:
+        """Mean of the bag (`screen=True`: the first booster alone); compiled trees for large inputs."""
+        return super().predict(mixture_features(w_NxK), screen)
+
+    @classmethod
+    def load(cls, directory: Path, meta: dict, n_features: int | None = None) -> "FeatureLightGBMModel":
+        return super().load(directory, meta, None if n_features is None else 3 * n_features + 2)
 
 
 class LinearModel:
@@ -240,7 +274,8 @@ class EnsembleModel:
         return cls([load_model(directory, m, n_features) for m in meta["members"]])
 
 
-_CLASSES = {c.kind: c for c in (GPModel, LightGBMModel, LogLinearModel, LinearModel, MixingLawModel, EnsembleModel)}
+_CLASSES = {c.kind: c for c in (GPModel, LightGBMModel, FeatureLightGBMModel, LogLinearModel, LinearModel, MixingLawModel,
+                                 EnsembleModel, StackModel)}
 
 
 def make_model(kind: str):
@@ -271,3 +306,6 @@ def load_model(directory: Path, meta: dict, n_features: int | None = None):
     if kind not in _CLASSES:
         raise RegmixError(f"{directory}: unknown model kind {str(kind)[:40]!r} in model.json")
     return _CLASSES[kind].load(directory, meta, n_features)
+
+
+StackModel.make_member, StackModel.load_member = staticmethod(make_model), staticmethod(load_model)

@@ -47,6 +47,19 @@ def test_gp_gradient_is_the_derivative():
     assert np.allclose(grad, numeric, rtol=1e-4, atol=1e-6)
 
 
+def test_gp_likelihood_of_several_targets_is_the_sum_of_theirs():
+    """The shared-kernel likelihood (learning curve's gp-shared) is the sum over targets, and its
+    gradient is the derivative."""
+    rng = np.random.default_rng(2)
+    x = rng.random((20, 3))
+    sq = (x.T[:, :, None] - x.T[:, None, :]) ** 2
+    z = rng.normal(size=(20, 4))
+    p = rng.normal(0, 0.3, 5)
+    value, grad = _nlml(p, sq, z)
+    parts = [_nlml(p, sq, z[:, t]) for t in range(4)]
+    assert np.isclose(value, sum(v for v, _ in parts)) and np.allclose(grad, sum(g for _, g in parts))
+
+
 def test_gp_large_inputs_and_screen_agree_with_exact(data):
     w, y = data
     model = GPModel().fit(w, y, seed=0)
