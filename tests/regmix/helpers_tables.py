@@ -4,6 +4,12 @@ import numpy as np
 import pandas as pd
 
 
+def surface(w):
+    """A smooth loss on the simplex: exp-of-linear plus a curved term, as proxy losses look."""
+    t = np.linspace(-1.5, 1.5, w.shape[1])
+    return 3.0 + np.exp(w @ t) + 0.5 * np.sqrt(w[:, 0] * w[:, 1])
+
+
 def synthetic_sweep(tmp_path, n=96, k=5, seed=0, id_name="run", prefix="train_", noise=0.01):
     rng = np.random.default_rng(seed)
     w = rng.dirichlet(np.ones(k) * 0.7, n)

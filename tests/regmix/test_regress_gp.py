@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from helpers_tables import surface
 from scipy import stats
 
 from regmix.errors import RegmixError
@@ -12,12 +13,6 @@ from regmix.regress.gp import GPModel, _nlml
 from regmix.regress.models import make_model
 
 NEW_KINDS = ("gp", "loglinear")
-
-
-def surface(w):
-    """A smooth loss on the simplex: exp-of-linear plus a curved term, as proxy losses look."""
-    t = np.linspace(-1.5, 1.5, w.shape[1])
-    return 3.0 + np.exp(w @ t) + 0.5 * np.sqrt(w[:, 0] * w[:, 1])
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ import shutil
 
 import numpy as np
 import pytest
+from helpers_tables import surface
 from scipy import stats
 
 from regmix.errors import RegmixError
@@ -14,11 +15,6 @@ from regmix.regress.stack import MEMBERS, StackModel, blend_weights
 from regmix.tables import MixtureTable
 
 KINDS = ("lightgbm-features", "stack")
-
-
-def surface(w):
-    t = np.linspace(-1.5, 1.5, w.shape[1])
-    return 3.0 + np.exp(w @ t) + 0.5 * np.sqrt(w[:, 0] * w[:, 1])
 
 
 @pytest.fixture(scope="module")
