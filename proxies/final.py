@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +40,7 @@ from proxies.config import ModelConfig, TrainConfig
 from regmix.config import from_dict, to_dict
 from regmix.errors import RegmixError
 from regmix.files import atomic_write_text, locked
-from regmix.progress import Progress, eta_note
+from regmix.progress import Progress, Rate, eta_note
 
 
 def make_plan(store: str | Path, domains: list[str], mixtures: dict[str, dict[str, float]], *,
@@ -209,13 +208,16 @@ def run_final(plan: dict, out: str | Path, workers: int = 1, progress: bool = Tr
         # workers fixed by the plan; a lone job trains in this process (its batch is never split)
         todo = jobs.unfinished(FINAL, out, plan)
         bar = Progress("final runs", len(plan["jobs"]), "jobs", initial=len(plan["jobs"]) - len(todo), enabled=progress)
-        t0 = time.monotonic()
+        steps = plan["train"]["steps"]
+        # a job's work: its runs x the steps it trains (a forked run trains only its last steps)
+        cost = [len(j["mixtures"]) * (steps - (j["start"]["step"] if "start" in j else 0)) for j in plan["jobs"]]
+        total = sum(cost)
+        rate_of = Rate(total - sum(cost[j] for j in todo))  # the pace from the first finished job on
 
         def tick() -> None:
-            left = len(jobs.unfinished(FINAL, out, plan))
-            finished = len(todo) - left  # jobs finish at about the same pace: one ETA from the mean so far
-            bar.update(len(plan["jobs"]) - left, eta_note(finished / (time.monotonic() - t0), left, "job")
-                       if finished else "")
+            left = jobs.unfinished(FINAL, out, plan)
+            rest = sum(cost[j] for j in left)
+            bar.update(len(plan["jobs"]) - len(left), eta_note(rate_of(total - rest), rest, "run-step"))
 
         first, later = _fork_order(out, plan, todo)
         for part in (first, later):  # the forked runs after the runs they fork from
