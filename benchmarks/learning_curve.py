@@ -21,6 +21,11 @@ vs 0.87/0.93/0.976), so they are not regressors of `regmix fit`.
 Writes learning_curve.csv, learning_curve.md and learning_curve_subsets.csv (one row per
 subset, for paired comparisons of models on the same runs) under --out.
 
+    nice python benchmarks/learning_curve.py --sweep runs/demo/sweep --sizes 16 32 64 96 128 --out bench-out/lc-demo
+
+runs the same on a sweep of your own (e.g. the demo's 128 proxies; the target its --target column; at the
+sweep's whole size, 5-fold CV).
+
     nice python benchmarks/learning_curve.py --coverage 0.8 --models gp lightgbm --out bench-out/cov
 
 measures instead the out-of-fold coverage of `regmix fit`'s conformal intervals: fit (5-fold) on n
@@ -183,6 +188,9 @@ def main(argv=None) -> int:
                    help="subsets at n >= 256 (each 512 one is a 5-fold CV): keeps the default run short")
     p.add_argument("--stack-members", nargs="+", choices=MODEL_KINDS, help="members of the stack model (default: its own)")
     p.add_argument("--all-targets", action="store_true", help="all 13 losses instead of Pile-CC")
+    p.add_argument("--sweep", metavar="DIR", help="a `regmix sweep` folder (mixtures.csv, metrics.csv) instead of the "
+                   "embedded table; sizes up to its number of runs")
+    p.add_argument("--target", default="pydocs_val_loss", help="with --sweep: the first target (its metrics.csv column)")
     p.add_argument("--coverage", type=float, metavar="LEVEL", help="measure interval coverage instead (first target)")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
@@ -190,8 +198,14 @@ def main(argv=None) -> int:
         from regmix.regress.stack import StackModel
 
         StackModel.member_kinds = tuple(args.stack_members)
-    every = [c for c in load_metrics(embedded_tables()[1]).columns]
-    mix, y_NxT, names = load_sweep(None, None, [EMBEDDED_TARGET] + [c for c in every if c != EMBEDDED_TARGET])
+    if args.sweep:
+        paths = Path(args.sweep) / "mixtures.csv", Path(args.sweep) / "metrics.csv"
+        every = [c for c in load_metrics(paths[1]).columns if c.endswith("_val_loss")]
+        mix, y_NxT, names = load_sweep(*paths, [args.target] + [c for c in every if c != args.target])
+        args.sizes = [n for n in args.sizes if n <= len(y_NxT)]
+    else:
+        every = [c for c in load_metrics(embedded_tables()[1]).columns]
+        mix, y_NxT, names = load_sweep(None, None, [EMBEDDED_TARGET] + [c for c in every if c != EMBEDDED_TARGET])
     if args.coverage:
         return main_coverage(args, mix, y_NxT, names)
     w = mix.w_NxK
@@ -237,7 +251,7 @@ def markdown(frame: pd.DataFrame) -> str:
             lines.append(f"| {kind} | " + " | ".join(cells.get(s, "") for s in sizes) + " |")
         reps = block.groupby("runs")["subsets"].first().to_dict()
         lines += ["", "subsets per size: " + ", ".join(f"{k}: {v}" for k, v in reps.items())
-                  + " (at 512 each subset is a 5-fold CV over all runs)", ""]
+                  + " (a size equal to the number of runs: each subset is a 5-fold CV over them all)", ""]
         parts.append("\n".join(lines))
     if frame["target"].nunique() > 1:
         mean = frame.groupby(["model", "runs"], sort=False)["spearman_mean"].mean().unstack()
