@@ -187,28 +187,13 @@ def optimize(
     start = time.perf_counter()
     if space is None:
         space = MixtureSpace.from_prior(list(model.domains), model.prior_K)
-    space = space.with_domains(list(model.domains))
-    weights_T = _target_weights(model, config.target_weights)
     if config.top_k < 1:
         raise RegmixError(f"--top-k must be >= 1, got {config.top_k}")
-    constraints = parse_constraints(tuple(space.constraints) + tuple(config.constraints), model, space.prior_K)
-    objective = Objective(model, weights_T, space.prior_K, config.kl_strength, constraints)
     rng = np.random.default_rng(config.seed)
-
-    candidates = sample_mixtures(space, config.samples, rng, config.sampler, threads=usable_cores(), allow_fewer=True,
-                                 progress=progress)
-    scores = np.empty(len(candidates))
-    free_scores = np.empty(len(candidates)) if constraints else scores  # without the constraints
-    bar = Progress("score candidates", len(candidates), "mixtures", enabled=progress)
-    for lo in range(0, len(candidates), CHUNK):
-        scores[lo : lo + CHUNK], free_scores[lo : lo + CHUNK] = objective.both(candidates[lo : lo + CHUNK], screen=True)
-        bar.update(min(lo + CHUNK, len(candidates)))
-    bar.close()
+    space, objective, candidates, scores, free_scores = screen(model, space, config, rng, progress)
+    constraints = objective.constraints
     k = min(config.top_k, len(candidates))
-    # Two stages: every candidate gets the screening score; the best SCREEN_KEEP of them (at least
-    # 50 k) are rescored by the full model, whose k best are averaged.
-    keep = min(len(candidates), max(50 * k, int(SCREEN_KEEP * len(candidates))))
-    topk = _top_k_mean(space, objective, candidates, scores, keep, k)
+    topk = _top_k_mean(space, objective, candidates, scores, k)
     scored = len(candidates)
 
     refined = None
@@ -222,7 +207,7 @@ def optimize(
     predicted = model.predict(answer[None, :])[0]
     report = None
     if constraints:
-        report = _constraint_report(model, objective, space, candidates, free_scores, keep, k, predicted, constraints)
+        report = _constraint_report(model, objective, space, candidates, free_scores, k, predicted, constraints)
     lower = upper = None
     if all(t in model.calibration for t in model.targets):
         _, lower, upper = (v[0] for v in model.interval(answer[None, :], config.interval))
@@ -231,7 +216,7 @@ def optimize(
         weights_K=answer,
         method=config.method,
         targets=model.targets,
-        target_weights=weights_T.tolist(),
+        target_weights=objective.weights_T.tolist(),
         predicted_T=predicted,
         fold_mean_T=folds_FxT.mean(axis=0),
         fold_std_T=folds_FxT.std(axis=0, ddof=1) if len(folds_FxT) > 1 else np.zeros(len(predicted)),
@@ -250,14 +235,44 @@ def optimize(
     )
 
 
-def _top_k_mean(space, objective, candidates, scores, keep: int, k: int) -> np.ndarray:
-    """Mean of the k best of the `keep` best-screened candidates, rescored by the full model. With
-    constraints only kept candidates count, and k halves until the mean keeps them too."""
+def screen(model: FittedModel, space: MixtureSpace, config: OptimizeConfig, rng: np.random.Generator,
+           progress: bool = False) -> tuple[MixtureSpace, Objective, np.ndarray, np.ndarray, np.ndarray]:
+    """optimize's first stage: the space on the model's domains, the objective, `config.samples`
+    candidates drawn with `rng`, and their screening scores with and without the constraints (the same
+    array when there are none)."""
+    space = space.with_domains(list(model.domains))
+    weights_T = _target_weights(model, config.target_weights)
+    constraints = parse_constraints(tuple(space.constraints) + tuple(config.constraints), model, space.prior_K)
+    objective = Objective(model, weights_T, space.prior_K, config.kl_strength, constraints)
+    candidates = sample_mixtures(space, config.samples, rng, config.sampler, threads=usable_cores(), allow_fewer=True,
+                                 progress=progress)
+    scores = np.empty(len(candidates))
+    free_scores = np.empty(len(candidates)) if constraints else scores  # without the constraints
+    bar = Progress("score candidates", len(candidates), "mixtures", enabled=progress)
+    for lo in range(0, len(candidates), CHUNK):
+        scores[lo : lo + CHUNK], free_scores[lo : lo + CHUNK] = objective.both(candidates[lo : lo + CHUNK], screen=True)
+        bar.update(min(lo + CHUNK, len(candidates)))
+    bar.close()
+    return space, objective, candidates, scores, free_scores
+
+
+def shortlist(objective: Objective, candidates: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """optimize's second stage: the best-screened SCREEN_KEEP of the candidates (at least 50 k) rescored
+    by the full model; their indices, best first, and their full scores in that order."""
+    keep = min(len(candidates), max(50 * k, int(SCREEN_KEEP * len(candidates))))
     short = np.argpartition(scores, keep - 1)[:keep]
     full = objective(candidates[short])
-    order = short[np.argsort(full)]
+    order = np.argsort(full)
+    return short[order], full[order]
+
+
+def _top_k_mean(space, objective, candidates, scores, k: int) -> np.ndarray:
+    """Mean of the k best of the shortlist (two stages: every candidate gets the screening score, the
+    shortlist the full model's). With constraints only kept candidates count, and k halves until the
+    mean keeps them too."""
+    order, full = shortlist(objective, candidates, scores, k)
     if objective.constraints:
-        ok = np.sort(full) < INFEASIBLE
+        ok = full < INFEASIBLE
         if not ok.any():
             raise RegmixError("no candidate mixture satisfies the constraints: loosen them (--constrain)")
         order = order[ok]
@@ -269,10 +284,10 @@ def _top_k_mean(space, objective, candidates, scores, keep: int, k: int) -> np.n
         k = max(1, k // 2)
 
 
-def _constraint_report(model, objective, space, candidates, free_scores, keep, k, predicted_T, constraints) -> list[dict]:
+def _constraint_report(model, objective, space, candidates, free_scores, k, predicted_T, constraints) -> list[dict]:
     """Bound, prediction and slack at the answer; `binds`: the unconstrained answer breaks it."""
     free = objective.free()
-    unconstrained = model.predict(_top_k_mean(space, free, candidates, free_scores, keep, k)[None, :])[0]
+    unconstrained = model.predict(_top_k_mean(space, free, candidates, free_scores, k)[None, :])[0]
     return [{"constraint": text, "target": model.targets[t], "bound": bound, "predicted": float(predicted_T[t]),
              "slack": float(bound - predicted_T[t]), "unconstrained": float(unconstrained[t]),
              "binds": bool(unconstrained[t] > bound)} for t, bound, text in constraints]

@@ -12,6 +12,7 @@ it is skipped when it exists.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -19,13 +20,13 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
+from regmix.analysis import total_variation
 from regmix.export import read_token_counts
-from regmix.files import atomic_write_json, usable_cores
-from regmix.optimize import CHUNK, INFEASIBLE, SCREEN_KEEP, Objective, parse_constraints
+from regmix.files import atomic_write_json
+from regmix.optimize import INFEASIBLE, screen, shortlist
 from regmix.pipeline.config import PipelineConfig
 from regmix.pipeline.layout import merging_dir, store_dir
 from regmix.regress.fit import FittedModel
-from regmix.sample import sample_mixtures
 from regmix.space import MixtureSpace
 from regmix.weights import tidy_weights
 
@@ -45,31 +46,18 @@ def search_space(cfg: PipelineConfig, out: Path, domains: list[str], natural: di
 
 
 def regressor_ranking(cfg: PipelineConfig, model: FittedModel, space: MixtureSpace) -> tuple[np.ndarray, np.ndarray]:
-    """(candidates_NxK, predicted target_N) of optimize's screened candidates, best first, as optimize
-    ranks them for the target (screening score for all, full model for the best)."""
-    opt = cfg.optimize
-    space = space.with_domains(list(model.domains))
-    weights_T = np.array([1.0 if t == cfg.target else 0.0 for t in model.targets])
-    constraints = parse_constraints(tuple(space.constraints) + tuple(opt.constraints), model, space.prior_K)
-    objective = Objective(model, weights_T, space.prior_K, opt.kl_strength, constraints)
-    cand = sample_mixtures(space, opt.samples, np.random.default_rng(opt.seed), opt.sampler, threads=usable_cores(),
-                           allow_fewer=True)
-    screen = np.concatenate([objective(cand[lo:lo + CHUNK], screen=True) for lo in range(0, len(cand), CHUNK)])
-    keep = min(len(cand), max(50 * min(opt.top_k, len(cand)), int(SCREEN_KEEP * len(cand))))
-    short = np.argpartition(screen, keep - 1)[:keep]
-    full = objective(cand[short])
-    order = np.argsort(full)  # as optimize orders them (ties included)
-    order = order[full[order] < INFEASIBLE]  # with constraints: the candidates that keep them
-    return cand[short[order]], full[order]
+    """(candidates_NxK, predicted target_N) of optimize's shortlist for the target, best first, drawn and
+    ranked by optimize's own two stages (as stage_optimize calls it: the held-out target alone)."""
+    opt = dataclasses.replace(cfg.optimize, target_weights=(1.0, 0.0))
+    _, objective, cand, scores, _ = screen(model, space, opt, np.random.default_rng(opt.seed))
+    order, full = shortlist(objective, cand, scores, min(opt.top_k, len(cand)))
+    ok = full < INFEASIBLE  # with constraints: the candidates that keep them
+    return cand[order[ok]], full[ok]
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float | None:
     """None where either side is constant (a regressor flat over its best candidates)."""
     return None if np.ptp(a) == 0 or np.ptp(b) == 0 else float(stats.spearmanr(a, b)[0])
-
-
-def tv(a: dict[str, float], b: dict[str, float]) -> float:
-    return 0.5 * sum(abs(a.get(d, 0.0) - b.get(d, 0.0)) for d in {**a, **b})
 
 
 def rerank(cfg: PipelineConfig, out: Path, optimized: dict[str, float], natural: dict[str, float], score,
@@ -86,6 +74,7 @@ def rerank(cfg: PipelineConfig, out: Path, optimized: dict[str, float], natural:
     ranked, predicted = regressor_ranking(cfg, model, search_space(cfg, out, domains, natural))
     top = ranked[:m.rerank_top]
     k = min(m.rerank_k or cfg.optimize.top_k, len(top))
+    tv = lambda a, b: total_variation([a.get(d, 0.0) for d in domains], [b.get(d, 0.0) for d in domains])
     named = lambda w: {d: float(x) for d, x in zip(domains, tidy_weights(np.asarray(w) / np.sum(w)))}
     regenerated = named(ranked[:min(cfg.optimize.top_k, len(ranked))].mean(0))  # optimize's topk mean, redrawn
     t1 = time.perf_counter()
