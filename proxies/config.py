@@ -91,6 +91,11 @@ class TrainConfig:
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
+    @property
+    def curve_windows_used(self) -> int:
+        """The windows the loss curves read: curve_windows, or eval_windows where it is None."""
+        return self.eval_windows if self.curve_windows is None else self.curve_windows
+
 
 @dataclass(frozen=True)
 class RunConfig:

@@ -297,7 +297,7 @@ def train_mixtures(store: TokenStore, domains: list[str], w_MxK: np.ndarray, *, 
     mesh = proxy_mesh(n_proxies=m, batch=train.batch // world) if mesh is None else mesh
     run_cfg = for_mesh(cfg, mesh)
     scorer = Evaluator(store, eval_domains, run_cfg, train)  # the result's windows; validates seq_len early
-    curve_n = train.eval_windows if train.curve_windows is None else train.curve_windows
+    curve_n = train.curve_windows_used
     evaluator = scorer if curve_n == train.eval_windows else Evaluator(store, eval_domains, run_cfg, train, curve_n)
     mp = padded_size(m, mesh)
     pad = lambda a: np.concatenate([a, np.repeat(a[-1:], mp - m, axis=0)]) if mp > m else a

@@ -91,7 +91,7 @@ def plot_final(cfg, out: Path, summary: dict) -> bytes:
     ymax = -np.inf
     ymin = np.inf
     t = cfg.final.train
-    curve_windows = t.eval_windows if t.curve_windows is None else t.curve_windows
+    curve_windows = t.curve_windows_used
     split_score = curve_windows != t.eval_windows
     for n in summary["mixtures"]:
         seeds = sorted(runs[n])
