@@ -35,7 +35,7 @@ import numpy as np
 from scipy.stats import norm
 
 from regmix.errors import RegmixError
-from regmix.regress.gp import transform
+from regmix.regress.gp import sq_dist, transform
 
 STRATEGIES = ("ei", "doptimal", "mixed")
 DESIGNS = ("log-weights", "weights")  # features of the D-optimal design; the first is the default
@@ -128,12 +128,12 @@ def d_optimal_batch(trained_NxD: np.ndarray | None, cand_MxD: np.ndarray, n: int
     if spacing is not None:
         spacing = np.asarray(spacing, np.float64)
         head = spacing[:500]
-        pair = np.sqrt(_sq_dist(head, head)[np.triu_indices(len(head), 1)])
+        pair = np.sqrt(sq_dist(head, head)[np.triu_indices(len(head), 1)])
         min_dist2 = (0.25 * float(np.median(pair))) ** 2 if len(pair) else 0.0
         if trained_spacing is not None and len(trained_spacing):
             runs = np.asarray(trained_spacing, np.float64)
             for lo in range(0, len(spacing), 8192):
-                near[lo:lo + 8192] = (_sq_dist(spacing[lo:lo + 8192], runs) < min_dist2).any(1)
+                near[lo:lo + 8192] = (sq_dist(spacing[lo:lo + 8192], runs) < min_dist2).any(1)
     picked: list[int] = []
     for _ in range(min(n, int((~blocked).sum()))):
         open_ = ~blocked & ~near
@@ -148,10 +148,6 @@ def d_optimal_batch(trained_NxD: np.ndarray | None, cand_MxD: np.ndarray, n: int
         lev -= (cand @ u) ** 2 / denom
         inv -= np.outer(u, u) / denom
     return picked
-
-
-def _sq_dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.maximum((a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * (a @ b.T), 0.0)
 
 
 def choose(models_T: list, folds_TxF: list[list] | None, weights_T: np.ndarray, cand_MxK: np.ndarray, n: int,

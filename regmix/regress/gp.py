@@ -34,7 +34,8 @@ def transform(w_NxK: np.ndarray, how: str = "sqrt") -> np.ndarray:
     return np.sqrt(np.clip(np.asarray(w_NxK, np.float64), 0.0, None))
 
 
-def _sq_dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def sq_dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Squared Euclidean distances between the rows of a and of b (never below 0)."""
     d = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * (a @ b.T)
     return np.maximum(d, 0.0, out=d)
 
@@ -93,7 +94,7 @@ class GPModel:
     def _prepare(self) -> None:
         """Cholesky factor, alpha = K^-1 y and the float32 scaled inputs used by predict."""
         x = transform(self.w_NxK, self.how) / np.exp(self.log_ls_D)
-        k = np.exp(self.log_sf2) * np.exp(-0.5 * _sq_dist(x, x))
+        k = np.exp(self.log_sf2) * np.exp(-0.5 * sq_dist(x, x))
         k[np.diag_indices_from(k)] += np.exp(self.log_sn2) + 1e-8
         try:
             self._chol = cho_factor(k, lower=True)
@@ -110,7 +111,7 @@ class GPModel:
     # -- prediction ------------------------------------------------------------------------------
     def _cross(self, w_NxK: np.ndarray) -> np.ndarray:
         q = transform(w_NxK, self.how) / np.exp(self.log_ls_D)
-        return np.exp(self.log_sf2) * np.exp(-0.5 * _sq_dist(q, self._x))
+        return np.exp(self.log_sf2) * np.exp(-0.5 * sq_dist(q, self._x))
 
     def predict(self, w_NxK: np.ndarray, screen: bool = False) -> np.ndarray:
         w_NxK = np.asarray(w_NxK, np.float64)
@@ -141,8 +142,8 @@ class GPModel:
             idx = _farthest_points(self._x, SCREEN_RUNS)
             xm = self._x[idx]
             sf2, sn2 = np.exp(self.log_sf2), np.exp(self.log_sn2)
-            kmn = sf2 * np.exp(-0.5 * _sq_dist(xm, self._x))
-            kmm = sf2 * np.exp(-0.5 * _sq_dist(xm, xm))
+            kmn = sf2 * np.exp(-0.5 * sq_dist(xm, self._x))
+            kmm = sf2 * np.exp(-0.5 * sq_dist(xm, xm))
             z = (self.y_N - self.y_mean) / self.y_std
             a = kmn @ kmn.T + sn2 * kmm + 1e-8 * sf2 * np.eye(len(idx))
             alpha_m = np.linalg.solve(a, kmn @ z)
@@ -166,7 +167,7 @@ class GPModel:
         ks = self._cross(w_MxK)
         v = solve_triangular(self._chol[0], ks.T, lower=True)
         q = transform(w_MxK, self.how) / np.exp(self.log_ls_D)
-        prior = np.exp(self.log_sf2) * np.exp(-0.5 * _sq_dist(q, q))
+        prior = np.exp(self.log_sf2) * np.exp(-0.5 * sq_dist(q, q))
         return (prior - v.T @ v) * self.y_std**2
 
     # -- persistence -----------------------------------------------------------------------------
