@@ -47,7 +47,7 @@ import pandas as pd
 from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from regmix.regress.gp import GPModel, _nlml, transform  # noqa: E402
+from regmix.regress.gp import GPModel, _nlml, fit_hyperparameters, transform  # noqa: E402
 from regmix.regress.kinds import MODEL_KINDS  # noqa: E402
 from regmix.regress.models import make_model  # noqa: E402
 from regmix.tables import EMBEDDED_TARGET, embedded_tables, load_metrics, load_sweep  # noqa: E402
@@ -72,25 +72,10 @@ def fit_shared(w: np.ndarray, y_NxT: np.ndarray, seed: int) -> list[GPModel]:
     """One GP per target, all with the same hyperparameters (lengthscales, signal and noise
     variance), fitted jointly to the standardised targets: the sum of their log marginal
     likelihoods, from the starts GPModel uses."""
-    from scipy.optimize import minimize
-
     x = transform(w)
-    n, d = x.shape
+    d = x.shape[1]
     z = (y_NxT - y_NxT.mean(0)) / np.where(y_NxT.std(0) > 0, y_NxT.std(0), 1.0)
-    sq = (x.T[:, :, None] - x.T[:, None, :]) ** 2
-    base = np.log(np.maximum(x.std(axis=0), 1e-3) * np.sqrt(d))
-    lo = np.concatenate([base - 7.0, [np.log(1e-2), np.log(1e-6)]])
-    hi = np.concatenate([base + 5.0, [np.log(1e2), np.log(2.0)]])
-    rng = np.random.default_rng(seed)
-    best = None
-    for s in range(GPModel.starts if n <= 256 else 2):
-        ls0 = base + (0.0 if s == 0 else rng.normal(0.0, 0.7, d))
-        p0 = np.clip(np.concatenate([ls0, [0.0, np.log(0.05 if s == 0 else rng.uniform(0.01, 0.3))]]), lo, hi)
-        res = minimize(_nlml, p0, args=(sq, z), jac=True, method="L-BFGS-B", bounds=list(zip(lo, hi)),
-                       options={"maxiter": GPModel.max_iter})
-        if np.isfinite(res.fun) and (best is None or res.fun < best.fun):
-            best = res
-    p = best.x
+    p = fit_hyperparameters(x, z, seed, GPModel.starts, GPModel.max_iter)
     return [GPModel(w, y_NxT[:, t], p[:d], p[d], p[d + 1], float(y_NxT[:, t].mean()), float(y_NxT[:, t].std()) or 1.0)
             for t in range(y_NxT.shape[1])]
 

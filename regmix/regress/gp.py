@@ -40,6 +40,29 @@ def sq_dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.maximum(d, 0.0, out=d)
 
 
+def fit_hyperparameters(x_NxD: np.ndarray, z, seed: int, starts: int, max_iter: int) -> np.ndarray | None:
+    """Log lengthscales, signal and noise variances maximising the marginal likelihood of the
+    standardised targets z (one per run, or an NxT matrix of targets sharing them): the best of
+    `starts` L-BFGS starts (2 over 256 runs, where the starts agree and each costs seconds); None
+    when no start could be evaluated."""
+    n, d = x_NxD.shape
+    sq_DxNxN = (x_NxD.T[:, :, None] - x_NxD.T[:, None, :]) ** 2
+    spread = np.maximum(x_NxD.std(axis=0), 1e-3)
+    base = np.log(spread * math.sqrt(d))
+    lo = np.concatenate([base - 7.0, [math.log(1e-2), math.log(1e-6)]])
+    hi = np.concatenate([base + 5.0, [math.log(1e2), math.log(2.0)]])
+    rng = np.random.default_rng(seed)
+    best = None
+    for s in range(starts if n <= 256 else 2):
+        ls0 = base + (0.0 if s == 0 else rng.normal(0.0, 0.7, d))
+        p0 = np.clip(np.concatenate([ls0, [0.0, math.log(0.05 if s == 0 else rng.uniform(0.01, 0.3))]]), lo, hi)
+        res = minimize(_nlml, p0, args=(sq_DxNxN, z), jac=True, method="L-BFGS-B",
+                       bounds=list(zip(lo, hi)), options={"maxiter": max_iter})
+        if np.isfinite(res.fun) and (best is None or res.fun < best.fun):
+            best = res
+    return None if best is None else best.x
+
+
 class GPModel:
     kind = "gp"
     screens = True  # predict(screen=True) is a cheaper first-pass estimate
@@ -66,27 +89,14 @@ class GPModel:
 
     def _fit(self, w_NxK: np.ndarray, y_N: np.ndarray, seed: int) -> "GPModel":
         x = transform(w_NxK, self.how)
-        n, d = x.shape
+        d = x.shape[1]
         self.y_mean = float(np.mean(y_N))
         self.y_std = float(np.std(y_N)) or 1.0
         z = (np.asarray(y_N, np.float64) - self.y_mean) / self.y_std
-        sq_DxNxN = (x.T[:, :, None] - x.T[:, None, :]) ** 2
-        spread = np.maximum(x.std(axis=0), 1e-3)
-        base = np.log(spread * math.sqrt(d))
-        lo = np.concatenate([base - 7.0, [math.log(1e-2), math.log(1e-6)]])
-        hi = np.concatenate([base + 5.0, [math.log(1e2), math.log(2.0)]])
-        rng = np.random.default_rng(seed)
-        best = None
-        for s in range(self.starts if n <= 256 else 2):  # large n: the starts agree, each costs seconds
-            ls0 = base + (0.0 if s == 0 else rng.normal(0.0, 0.7, d))
-            p0 = np.clip(np.concatenate([ls0, [0.0, math.log(0.05 if s == 0 else rng.uniform(0.01, 0.3))]]), lo, hi)
-            res = minimize(_nlml, p0, args=(sq_DxNxN, z), jac=True, method="L-BFGS-B",
-                           bounds=list(zip(lo, hi)), options={"maxiter": self.max_iter})
-            if np.isfinite(res.fun) and (best is None or res.fun < best.fun):
-                best = res
-        if best is None:
+        p = fit_hyperparameters(x, z, seed, self.starts, self.max_iter)
+        if p is None:
             raise RegmixError("gp: the marginal likelihood could not be evaluated (singular kernel)")
-        self.log_ls_D, self.log_sf2, self.log_sn2 = best.x[:d], float(best.x[d]), float(best.x[d + 1])
+        self.log_ls_D, self.log_sf2, self.log_sn2 = p[:d], float(p[d]), float(p[d + 1])
         self.w_NxK, self.y_N = np.asarray(w_NxK, np.float64), np.asarray(y_N, np.float64)
         self._prepare()
         return self
